@@ -1,0 +1,1 @@
+"""soberana's data plane: the Ray Serve model runtime and the global router."""
