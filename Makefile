@@ -1,0 +1,56 @@
+# soberana developer entry points. The first `make test` or `make demo` creates .venv/ here,
+# installs the project into it, and builds the control-plane binaries into ~/.cache/soberana/.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS := test,lint
+
+.PHONY: all test test-unit lint fmt crds demo bench binaries clean help
+all: test
+
+help:
+	@echo "make test       all tests: unit + integration on a real API server (builds binaries first run)"
+	@echo "make test-unit  only the fast pure tests"
+	@echo "make lint       ruff, mypy (strict) and the import-linter layering contract"
+	@echo "make crds       regenerate crds/ from the typed models"
+	@echo "make demo       the end-to-end demo"
+	@echo "make bench      benchmarks (see bench/RESULTS.md)"
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@touch $@
+
+binaries: $(STAMP)
+	$(BIN)/python -m soberana.operator.devenv.binaries
+
+test: $(STAMP) binaries
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python hack/typecheck.py
+	$(BIN)/lint-imports
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+crds: $(STAMP)
+	$(BIN)/python hack/generate_crds.py
+
+demo: $(STAMP) binaries
+	$(BIN)/soberana demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,5 @@
+"""``python -m soberana.operator.cli``: the same as the ``soberana`` console script."""
+
+from soberana.operator.cli import main
+
+main()
