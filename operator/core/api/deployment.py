@@ -184,11 +184,19 @@ class Residency(SpecModel):
     def refusal(self, jurisdiction: str) -> str | None:
         """Why a site in ``jurisdiction`` may not host the model, or None when it may."""
         if jurisdiction in self.denied_jurisdictions:
-            return f"jurisdiction {jurisdiction} is in deniedJurisdictions"
+            return f"{jurisdiction} is in deniedJurisdictions"
         if self.allowed_jurisdictions and jurisdiction not in self.allowed_jurisdictions:
             allowed = ", ".join(self.allowed_jurisdictions)
-            return f"jurisdiction {jurisdiction} is not in allowedJurisdictions [{allowed}]"
+            return f"{jurisdiction} is not in allowedJurisdictions [{allowed}]"
         return None
+
+    def describe(self) -> str:
+        """The scope in words, such as ``in allowed jurisdictions [BR, CL]``."""
+        if self.allowed_jurisdictions:
+            return f"in allowed jurisdictions [{', '.join(self.allowed_jurisdictions)}]"
+        if self.denied_jurisdictions:
+            return f"outside denied jurisdictions [{', '.join(self.denied_jurisdictions)}]"
+        return "in any jurisdiction"
 
 
 class Placement(SpecModel):

@@ -1,0 +1,157 @@
+"""The entry point: ``place(world, current) -> Plan``.
+
+Placement is a pure function of its input. Hard constraints (residency, site selector, health and
+cordons, GPU model, memory and shared capacity, latency SLO coverage of every traffic region,
+budget, ``minSites`` distinct sites) are never traded for cost, and a deployment is placed with all
+its replicas or not at all. Among compliant placements, each deployment's strategy decides; see
+:mod:`~soberana.operator.core.placement.problem` for the objective, stability and contention order,
+and :mod:`~soberana.operator.core.placement.fast` and
+:mod:`~soberana.operator.core.placement.optimal` for the two solvers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from soberana.operator.core.placement.explain import explain_placed, explain_unplaced
+from soberana.operator.core.placement.fast import solve_fast
+from soberana.operator.core.placement.optimal import solve_optimal
+from soberana.operator.core.placement.options import PlacementOptions
+from soberana.operator.core.placement.plan import (
+    Change,
+    DeploymentPlan,
+    Plan,
+    SitePlacement,
+    SiteUsage,
+)
+from soberana.operator.core.placement.problem import (
+    Assignment,
+    Demand,
+    Problem,
+    Solution,
+    build_problem,
+)
+from soberana.operator.core.placement.world import Allocation, Current, World
+
+Solver = Literal["fast", "optimal"]
+
+DEFAULT_OPTIONS = PlacementOptions()
+
+
+def place(
+    world: World,
+    current: Current | None = None,
+    *,
+    solver: Solver = "fast",
+    options: PlacementOptions = DEFAULT_OPTIONS,
+) -> Plan:
+    """Decide where every deployment of ``world`` runs, given what runs now (``current``).
+
+    ``optimal`` never returns a worse plan than ``fast``: it places at least the same deployments
+    and, when it places exactly those, has an objective at most as high.
+    """
+    running = current or {}
+    problem = build_problem(world, running, options)
+    solution = solve_fast(problem)
+    if solver == "optimal":
+        exact = solve_optimal(problem, solution, options)
+        if exact is not None and _improves(problem, exact, solution):
+            solution = exact
+    return _plan(problem, solution, running, solver)
+
+
+def _improves(problem: Problem, candidate: Solution, incumbent: Solution) -> bool:
+    if not problem.is_feasible(candidate) or not set(incumbent) <= set(candidate):
+        return False
+    if set(candidate) != set(incumbent):
+        return True
+    return problem.score(candidate) <= problem.score(incumbent)
+
+
+def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver) -> Plan:
+    used = problem.gpus_used(solution)
+    deployments: dict[str, DeploymentPlan] = {}
+    for demand in sorted(problem.demands, key=lambda demand: demand.key):
+        assignment = solution.get(demand.key)
+        previous = tuple(current.get(demand.key, ()))
+        if assignment is None:
+            reason, rejected = explain_unplaced(problem, demand, problem.capacity - used)
+            deployments[demand.key] = DeploymentPlan(
+                key=demand.key,
+                placements=(),
+                reason=reason,
+                rejected=rejected,
+                change=Change.UNPLACED,
+            )
+            continue
+        free = problem.capacity - used + problem.gpus_used({demand.key: assignment})
+        placements = _placements(demand, assignment)
+        deployments[demand.key] = DeploymentPlan(
+            key=demand.key,
+            placements=placements,
+            reason=None,
+            rejected=explain_placed(problem, demand, assignment, free),
+            change=_change(previous, placements),
+        )
+    return Plan(
+        deployments=deployments,
+        sites=_site_usage(problem, solution, used),
+        solver=solver,
+        objective=problem.score(solution),
+        warnings=_warnings(problem),
+    )
+
+
+def _placements(demand: Demand, assignment: Assignment) -> tuple[SitePlacement, ...]:
+    served = demand.regions_served(assignment)
+    placements = [
+        SitePlacement(
+            site=demand.options[option].site,
+            gpu_model=demand.options[option].gpu_model,
+            replicas=replicas,
+            hourly_cost=replicas * float(demand.price[option]),
+            regions=tuple(served[option]),
+        )
+        for option, replicas in assignment
+    ]
+    return tuple(sorted(placements, key=lambda placement: placement.site))
+
+
+def _change(previous: tuple[Allocation, ...], placements: tuple[SitePlacement, ...]) -> Change:
+    if not previous:
+        return Change.PLACED
+    now = {(entry.site, entry.gpu_model, entry.replicas) for entry in placements}
+    before = {(entry.site, entry.gpu_model, entry.replicas) for entry in previous}
+    return Change.UNCHANGED if now == before else Change.MOVED
+
+
+def _site_usage(problem: Problem, solution: Solution, used: np.ndarray) -> dict[str, SiteUsage]:
+    cost = dict.fromkeys((site.name for site in problem.sites), 0.0)
+    hosted: dict[str, set[str]] = {site.name: set() for site in problem.sites}
+    for demand in problem.demands:
+        for option, replicas in solution.get(demand.key, ()):
+            name = demand.options[option].site
+            cost[name] += replicas * float(demand.price[option])
+            hosted[name].add(demand.key)
+    usage: dict[str, SiteUsage] = {}
+    for site in problem.sites:
+        pools = [index for index, pool in enumerate(problem.pools) if pool.site == site.name]
+        usage[site.name] = SiteUsage(
+            gpus_allocated=int(used[pools].sum()),
+            gpus_total=int(problem.capacity[pools].sum()),
+            hourly_cost=cost[site.name],
+            deployments=len(hosted[site.name]),
+        )
+    return usage
+
+
+def _warnings(problem: Problem) -> tuple[str, ...]:
+    currencies = sorted({site.spec.currency for site in problem.sites})
+    if len(currencies) > 1:
+        return (
+            f"sites price GPUs in several currencies ({', '.join(currencies)}); placement "
+            "compares hourlyCost as plain numbers",
+        )
+    return ()

@@ -1,0 +1,338 @@
+"""The model both solvers share: options and capacities, the objective, stability, contention order.
+
+Objective. A deployment scores a placement A (replicas per GPU pool) as::
+
+    objective(A) = w_cost * cost(A) / best_cost  +  w_latency * latency(A) / best_latency
+
+``cost(A)`` is the hourly cost of A's GPUs. ``latency(A)`` is the traffic-weighted mean round-trip
+time from each traffic region to its nearest site in A. ``best_cost`` (every replica on the
+cheapest eligible pool) and ``best_latency`` (every region served by its nearest eligible site) are
+the best values possible if nothing else mattered, floored at ``PlacementOptions.cost_floor`` and
+``latency_floor_ms``. Each term is therefore 1.0 at its ideal and 1.5 when 50 % worse: unitless,
+comparable across deployments, strategies and currencies. The strategy picks the weights
+(``w_cost``, ``w_latency``): cost (1, 0.01), latency (0.01, 1), balanced (0.5, 0.5); the small
+secondary weight only decides between placements that are equal on the primary term.
+
+Stability. A running deployment whose current placement still meets every hard constraint
+(*keepable*) pays ``move_threshold * objective(current)`` when it moves, so it moves only when the
+alternative is better by more than that fraction. A plan's objective is the sum over placed
+deployments of their objectives plus these penalties.
+
+Contention order. When capacity is short, deployments are served in this order: running ones
+before new ones (a running model is not evicted to make room for a new one), then larger GPU demand
+(replicas x GPUs per replica) first, which packs better, then by ``namespace/name``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from soberana.operator.core.api import ModelDeploymentSpec, Strategy
+from soberana.operator.core.placement.eligibility import (
+    Check,
+    Option,
+    Rejection,
+    screen,
+    screen_budget,
+)
+from soberana.operator.core.placement.options import PlacementOptions
+from soberana.operator.core.placement.world import Allocation, Current, Deployment, Site, World
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+Assignment = tuple[tuple[int, int], ...]
+"""One deployment's placement: (option index, replicas) pairs in option order."""
+
+Solution = dict[str, Assignment]
+"""Assignments of the placed deployments, by deployment key."""
+
+STRATEGY_WEIGHTS: Mapping[Strategy, tuple[float, float]] = {
+    Strategy.COST: (1.0, 0.01),
+    Strategy.LATENCY: (0.01, 1.0),
+    Strategy.BALANCED: (0.5, 0.5),
+}
+"""(cost weight, latency weight) of each strategy."""
+
+_BUDGET_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The GPUs of one model at one site, shared by every deployment."""
+
+    site: str
+    gpu_model: str
+    gpus: int
+
+
+@dataclass(frozen=True, eq=False)
+class Demand:
+    """One deployment's side of the problem: where it may go and how it scores placements.
+
+    Arrays are indexed by option (and, for ``reach``, by traffic region first): ``pool`` and
+    ``site`` locate the option in the problem, ``price`` is one replica's hourly cost there, and
+    ``reach`` the round-trip time to each region, ``inf`` where beyond reach or SLO.
+    """
+
+    deployment: Deployment
+    rank: int
+    options: tuple[Option, ...]
+    rejections: Mapping[str, Rejection]
+    pool: IntArray
+    site: IntArray
+    price: FloatArray
+    reach: FloatArray
+    weights: FloatArray
+    cost_weight: float
+    latency_weight: float
+    current: Assignment | None  # the running placement, when keepable
+    keep_only: npt.NDArray[np.bool_]  # options usable only by keeping ``current``
+
+    @property
+    def key(self) -> str:
+        return self.deployment.key
+
+    @property
+    def spec(self) -> ModelDeploymentSpec:
+        return self.deployment.spec
+
+    @property
+    def replicas(self) -> int:
+        return self.spec.reserved_replicas
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.resources.gpus
+
+    @property
+    def min_sites(self) -> int:
+        return self.spec.placement.min_sites
+
+    @property
+    def budget(self) -> float:
+        return self.spec.budget.max_hourly_cost if self.spec.budget is not None else math.inf
+
+    def cost(self, assignment: Assignment) -> float:
+        return sum(replicas * float(self.price[option]) for option, replicas in assignment)
+
+    def latency(self, assignment: Assignment) -> float:
+        """Traffic-weighted round-trip time to the nearest site; inf if a region is uncovered."""
+        if not self.weights.size:
+            return 0.0
+        nearest = self.reach[:, [option for option, _ in assignment]].min(axis=1)
+        return float(self.weights @ nearest)
+
+    def objective(self, assignment: Assignment) -> float:
+        return self.cost_weight * self.cost(assignment) + self.latency_weight * self.latency(
+            assignment
+        )
+
+    def admits(self, assignment: Assignment) -> bool:
+        """Whether ``assignment`` meets every hard constraint except the shared capacity."""
+        options = [option for option, _ in assignment]
+        sites = self.site[options]
+        return (
+            sum(replicas for _, replicas in assignment) == self.replicas
+            and all(replicas >= 1 for _, replicas in assignment)
+            and len(set(sites.tolist())) == len(options) >= self.min_sites
+            and (not self.keep_only[options].any() or assignment == self.current)
+            and math.isfinite(self.latency(assignment))
+            and self.cost(assignment) <= self.budget * (1 + _BUDGET_SLACK)
+        )
+
+    def regions_served(self, assignment: Assignment) -> dict[int, list[str]]:
+        """The traffic regions each option of ``assignment`` is the nearest chosen site for."""
+        served: dict[int, list[str]] = {option: [] for option, _ in assignment}
+        options = [option for option, _ in assignment]
+        for index, source in enumerate(self.spec.traffic):
+            trips = self.reach[index, options]
+            served[options[int(np.argmin(trips))]].append(source.region)
+        return served
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Every deployment's demand over the shared GPU pools, in contention order."""
+
+    sites: tuple[Site, ...]
+    pools: tuple[Pool, ...]
+    capacity: IntArray
+    demands: tuple[Demand, ...]
+    move_threshold: float
+
+    def penalty(self, demand: Demand, assignment: Assignment) -> float:
+        """The stability penalty of placing ``demand`` as ``assignment``."""
+        if demand.current is None or assignment == demand.current:
+            return 0.0
+        return self.move_threshold * demand.objective(demand.current)
+
+    def score(self, solution: Solution) -> float:
+        """The plan objective: objectives of the placed deployments plus stability penalties."""
+        return sum(
+            demand.objective(solution[demand.key]) + self.penalty(demand, solution[demand.key])
+            for demand in self.demands
+            if demand.key in solution
+        )
+
+    def gpus_used(self, solution: Solution) -> IntArray:
+        """GPUs allocated per pool by ``solution``."""
+        used = np.zeros(len(self.pools), dtype=np.int64)
+        for demand in self.demands:
+            for option, replicas in solution.get(demand.key, ()):
+                used[demand.pool[option]] += replicas * demand.gpus
+        return used
+
+    def is_feasible(self, solution: Solution) -> bool:
+        """Whether ``solution`` meets every hard constraint, shared capacity included."""
+        by_key = {demand.key: demand for demand in self.demands}
+        return all(by_key[key].admits(assignment) for key, assignment in solution.items()) and bool(
+            (self.gpus_used(solution) <= self.capacity).all()
+        )
+
+
+def build_problem(world: World, current: Current, options: PlacementOptions) -> Problem:
+    """Screen every (deployment, site) pair and lay the result out for the solvers."""
+    sites = tuple(sorted(world.sites, key=lambda site: site.name))
+    pools = tuple(
+        Pool(site=site.name, gpu_model=gpu.model, gpus=gpu.count)
+        for site in sites
+        for gpu in sorted(site.spec.gpus, key=lambda gpu: gpu.model)
+    )
+    ranked = sorted(
+        world.deployments,
+        key=lambda deployment: (
+            not current.get(deployment.key),
+            -deployment.spec.reserved_replicas * deployment.spec.resources.gpus,
+            deployment.key,
+        ),
+    )
+    layout = _Layout(
+        pool_index={(pool.site, pool.gpu_model): index for index, pool in enumerate(pools)},
+        site_index={site.name: index for index, site in enumerate(sites)},
+    )
+    return Problem(
+        sites=sites,
+        pools=pools,
+        capacity=np.array([pool.gpus for pool in pools], dtype=np.int64),
+        demands=tuple(
+            _demand(
+                deployment,
+                rank=rank,
+                sites=sites,
+                running=current.get(deployment.key, ()),
+                layout=layout,
+                settings=options,
+            )
+            for rank, deployment in enumerate(ranked)
+        ),
+        move_threshold=options.move_threshold,
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    pool_index: Mapping[tuple[str, str], int]
+    site_index: Mapping[str, int]
+
+
+def _demand(
+    deployment: Deployment,
+    *,
+    rank: int,
+    sites: Sequence[Site],
+    running: Sequence[Allocation],
+    layout: _Layout,
+    settings: PlacementOptions,
+) -> Demand:
+    spec = deployment.spec
+    running_sites = {allocation.site for allocation in running}
+    rejections: dict[str, Rejection] = {}
+    by_site: dict[str, tuple[Option, ...]] = {}
+    for site in sites:
+        screened = screen(spec, site, runs_there=site.name in running_sites)
+        if isinstance(screened, Rejection):
+            rejections[site.name] = screened
+        else:
+            by_site[site.name] = screened
+    rejections.update(screen_budget(spec, by_site))
+    options = [
+        option
+        for site, pools in by_site.items()
+        if site not in rejections
+        for option in sorted(pools, key=lambda option: option.gpu_model)
+    ]
+    current = _keepable(spec, options, running)
+    if current is None and any(option.keep_only for option in options):
+        for option in options:
+            if option.keep_only:
+                rejections[option.site] = Rejection(
+                    Check.CORDONED, "cordoned: the site takes nothing new"
+                )
+        options = [option for option in options if not option.keep_only]
+    price = np.array([option.replica_cost for option in options], dtype=np.float64)
+    reach = np.array([option.latency_ms for option in options], dtype=np.float64).T.reshape(
+        len(spec.traffic), len(options)
+    )
+    weights = np.array([source.weight for source in spec.traffic], dtype=np.float64)
+    weights /= max(weights.sum(), 1.0)
+    cost_weight, latency_weight = STRATEGY_WEIGHTS[spec.placement.strategy]
+    best_cost = spec.reserved_replicas * float(price.min()) if options else 0.0
+    best_trips = reach.min(axis=1) if options else np.zeros(len(spec.traffic))
+    best_latency = float(weights @ np.where(np.isfinite(best_trips), best_trips, 0.0))
+    return Demand(
+        deployment=deployment,
+        rank=rank,
+        options=tuple(options),
+        rejections=rejections,
+        pool=np.array(
+            [layout.pool_index[(option.site, option.gpu_model)] for option in options],
+            dtype=np.int64,
+        ),
+        site=np.array([layout.site_index[option.site] for option in options], dtype=np.int64),
+        price=price,
+        reach=reach,
+        weights=weights,
+        cost_weight=cost_weight / max(best_cost, settings.cost_floor),
+        latency_weight=latency_weight / max(best_latency, settings.latency_floor_ms),
+        current=current,
+        keep_only=np.array([option.keep_only for option in options], dtype=np.bool_),
+    )
+
+
+def _keepable(
+    spec: ModelDeploymentSpec, options: Sequence[Option], running: Sequence[Allocation]
+) -> Assignment | None:
+    """The running placement as an assignment, if it still meets every hard constraint alone."""
+    if not running:
+        return None
+    index = {(option.site, option.gpu_model): number for number, option in enumerate(options)}
+    pairs = []
+    for allocation in running:
+        number = index.get((allocation.site, allocation.gpu_model))
+        if number is None or allocation.replicas < 1:
+            return None
+        if options[number].pool_gpus < allocation.replicas * spec.resources.gpus:
+            return None
+        pairs.append((number, allocation.replicas))
+    chosen = [options[number] for number, _ in pairs]
+    regions_covered = all(
+        any(math.isfinite(option.latency_ms[region]) for option in chosen)
+        for region in range(len(spec.traffic))
+    )
+    cost = sum(options[number].replica_cost * replicas for number, replicas in pairs)
+    budget = spec.budget.max_hourly_cost if spec.budget is not None else math.inf
+    if (
+        len({option.site for option in chosen}) != len(chosen)
+        or len(chosen) < spec.placement.min_sites
+        or sum(replicas for _, replicas in pairs) != spec.reserved_replicas
+        or not regions_covered
+        or cost > budget * (1 + _BUDGET_SLACK)
+    ):
+        return None
+    return tuple(sorted(pairs))
