@@ -14,6 +14,7 @@ import click
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, str] = {
     "dev": "soberana.operator.cli.dev:dev",
+    "operator": "soberana.operator.cli.operator:operator",
     "plan": "soberana.operator.cli.plan:plan",
 }
 

@@ -1,0 +1,84 @@
+"""``soberana operator``: run the Kopf operator against a cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.core.placement import PlacementOptions
+
+
+@click.command("operator")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch ModelDeployments only in this namespace (repeatable; globs allowed). "
+    "Default: all namespaces.",
+)
+@click.option("--solver", type=click.Choice(["fast", "optimal"]), default="fast", show_default=True)
+@click.option(
+    "--move-threshold",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=PlacementOptions.move_threshold,
+    show_default=True,
+    help="A running deployment moves only when the gain exceeds this fraction.",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0),
+    default=OperatorConfig.debounce_s,
+    show_default=True,
+    help="Seconds to collect changes before re-planning.",
+)
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    default=None,
+    metavar="URL",
+    help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("--debug", is_flag=True, help="Log everything, Kopf's internals included.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+def operator(
+    kubeconfig: Path | None,
+    namespaces: tuple[str, ...],
+    solver: str,
+    move_threshold: float,
+    debounce: float,
+    liveness_endpoint: str | None,
+    verbose: bool,
+    debug: bool,
+    quiet: bool,
+) -> None:
+    """Place ModelDeployments on InferenceSites and keep their status true."""
+    import kopf
+
+    from soberana.operator.controller.handlers import build_registry
+
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # Kopf's own login reads it too
+    config = OperatorConfig(
+        solver=solver,
+        debounce_s=debounce,
+        placement=PlacementOptions(move_threshold=move_threshold),
+    )
+    kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
+    kopf.run(
+        registry=build_registry(config, str(kubeconfig) if kubeconfig else None),
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness_endpoint,
+        standalone=True,
+    )

@@ -1,0 +1,32 @@
+"""Settings of a running operator, with the defaults ``soberana operator`` uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from soberana.operator.core.placement.options import PlacementOptions
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """How the operator reconciles.
+
+    ``debounce_s``: after a change, wait this long for more changes before re-planning, so that a
+    burst (``kubectl apply -f dir/``, an operator restart) costs one plan, not one per object.
+    ``solver``: ``fast`` (heuristic) or ``optimal`` (MILP).
+    ``write_concurrency``: status patches in flight at once.
+    ``delete_timeout_s``: how long a deletion waits for its capacity to be released before Kopf
+    retries the deletion handler.
+    """
+
+    solver: str = "fast"
+    debounce_s: float = 0.5
+    write_concurrency: int = 16
+    delete_timeout_s: float = 30.0
+    placement: PlacementOptions = field(default_factory=PlacementOptions)
+
+    def __post_init__(self) -> None:
+        if self.solver not in ("fast", "optimal"):
+            raise ValueError(f"solver must be fast or optimal, not {self.solver!r}")
+        if self.debounce_s < 0 or self.write_concurrency < 1 or self.delete_timeout_s <= 0:
+            raise ValueError("debounce_s >= 0, write_concurrency >= 1, delete_timeout_s > 0")

@@ -1,0 +1,98 @@
+"""Kopf handlers: indexes feed the world, every change triggers the reconciler, deletions wait.
+
+The handlers are deliberately thin. Kopf keeps two indexes (all InferenceSites, all
+ModelDeployments); it fills them completely before any other handler runs, so the first plan after
+a restart already sees every running placement and moves nothing. Everything else happens in
+:class:`~soberana.operator.controller.reconciler.Reconciler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.controller.kube import KubeWriter, load_client_config
+from soberana.operator.controller.reconciler import DEPLOYMENTS, SITES, Reconciler
+from soberana.operator.controller.snapshot import freeze
+from soberana.operator.core.api import GROUP, VERSION
+
+FINALIZER = f"{GROUP}/finalizer"
+log = logging.getLogger(__name__)
+
+
+def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
+    """A fresh registry with soberana's handlers; one per operator instance (tests start several)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # Kopf's own chatter stays in the logs
+        settings.watching.server_timeout = 300
+        api = await load_client_config(kubeconfig)
+        memo["api"] = api
+        reconciler = Reconciler(KubeWriter(api), config)
+        memo["reconciler"] = reconciler
+        memo["task"] = asyncio.create_task(reconciler.run(), name="soberana-reconciler")
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        task: asyncio.Task[None] | None = memo.get("task")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if memo.get("api") is not None:
+            await memo["api"].close()
+
+    @kopf.index(GROUP, VERSION, SITES, registry=registry)
+    def site_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Any]:
+        return {name: freeze(body)}
+
+    @kopf.index(GROUP, VERSION, DEPLOYMENTS, registry=registry)
+    def deployment_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[str, Any]:
+        return {f"{namespace}/{name}": freeze(body)}
+
+    @kopf.on.event(GROUP, VERSION, SITES, registry=registry)
+    @kopf.on.event(GROUP, VERSION, DEPLOYMENTS, registry=registry)
+    def changed(
+        memo: kopf.Memo,
+        site_index: kopf.Index[str, Any],
+        deployment_index: kopf.Index[str, Any],
+        **_: Any,
+    ) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        reconciler.attach(site_index, deployment_index)
+        reconciler.trigger()
+
+    @kopf.on.delete(GROUP, VERSION, DEPLOYMENTS, registry=registry)
+    async def release(
+        memo: kopf.Memo,
+        namespace: str,
+        name: str,
+        site_index: kopf.Index[str, Any],
+        deployment_index: kopf.Index[str, Any],
+        **_: Any,
+    ) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        reconciler.attach(site_index, deployment_index)
+        if not await reconciler.wait_released(f"{namespace}/{name}"):
+            raise kopf.TemporaryError("still releasing the deployment's capacity", delay=5)
+
+    @kopf.on.probe(id="reconciler", registry=registry)
+    def reconciler_alive(memo: kopf.Memo, **_: Any) -> str:
+        task: asyncio.Task[None] | None = memo.get("task")
+        if task is None or task.done():
+            raise RuntimeError("the reconciler task is not running")
+        return "running"
+
+    return registry

@@ -1,0 +1,364 @@
+"""One level-based reconciliation for the whole world.
+
+Every change to any InferenceSite or ModelDeployment marks the world dirty; after a short debounce
+the reconciler snapshots Kopf's indexes, re-plans every deployment with the pure placement engine,
+composes each object's status with the pure status builders and writes only what differs. Objects
+being deleted are left out of the plan, which releases their capacity; their deletion handler
+waits for that plan before letting Kopf remove the finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.controller.kube import ObjectRef
+from soberana.operator.controller.snapshot import (
+    Invalid,
+    RawObject,
+    parse_deployments,
+    parse_sites,
+)
+from soberana.operator.core.api import (
+    Condition,
+    ConditionStatus,
+    InferenceSite,
+    InferenceSiteStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+)
+from soberana.operator.core.placement import World, current_allocations, place
+from soberana.operator.core.placement.plan import Plan
+from soberana.operator.core.status import (
+    AVAILABLE,
+    PLACED,
+    Observation,
+    deployment_status,
+    merge_conditions,
+    merge_patch,
+    site_status,
+)
+
+log = logging.getLogger(__name__)
+
+SITES = "inferencesites"
+DEPLOYMENTS = "modeldeployments"
+# how long a status we wrote is trusted over an index that does not show it yet (watch lag)
+_WRITE_VISIBILITY_S = 30.0
+
+Index = Mapping[Any, Iterable[RawObject]]
+
+
+class Writer(Protocol):
+    async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool: ...
+
+    async def post_event(
+        self, ref: ObjectRef, *, warning: bool, reason: str, message: str
+    ) -> None: ...
+
+
+@dataclass
+class ReconcileResult:
+    """What one pass did: useful to tests, logs and benchmarks."""
+
+    plan: Plan
+    status_writes: int = 0
+    events: list[tuple[str, str]] = field(default_factory=list)  # (object key, reason)
+    invalid: list[str] = field(default_factory=list)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _key(raw: RawObject) -> str:
+    metadata = raw["metadata"]
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
+
+
+def _flatten(index: Index | None) -> list[RawObject]:
+    if index is None:
+        return []
+    return [raw for key in sorted(index, key=str) for raw in index[key]]
+
+
+def _json(status: InferenceSiteStatus | ModelDeploymentStatus) -> dict[str, Any]:
+    dumped: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+class Reconciler:
+    """Owns the world's plan and every status the operator writes."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        config: OperatorConfig | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.writer = writer
+        self.config = config or OperatorConfig()
+        self._clock = clock
+        self._sites: Index | None = None
+        self._deployments: Index | None = None
+        self._dirty = asyncio.Event()
+        self._released: dict[str, asyncio.Event] = {}
+        # status JSON we wrote, by "<plural>/<key>", with when: trusted while the index lags
+        self._written: dict[str, tuple[dict[str, Any], float]] = {}
+        self.observations: dict[str, dict[str, Observation]] = {}
+        self.last_result: ReconcileResult | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def attach(self, sites: Index, deployments: Index) -> None:
+        """Point at Kopf's live indexes (the same objects every time; attaching is idempotent)."""
+        self._sites, self._deployments = sites, deployments
+
+    def trigger(self) -> None:
+        self._dirty.set()
+
+    async def wait_released(self, key: str) -> bool:
+        """Wait until a plan without deployment ``key`` was written; False on timeout."""
+        released = self._released.setdefault(key, asyncio.Event())
+        self.trigger()
+        try:
+            await asyncio.wait_for(released.wait(), self.config.delete_timeout_s)
+        except TimeoutError:
+            return False
+        self._released.pop(key, None)
+        return True
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Reconcile whenever something changed, debounced; survive any single failure."""
+        backoff = 1.0
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.config.debounce_s)
+            self._dirty.clear()
+            try:
+                await self.reconcile_once()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciliation failed; retrying in %.0fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                self._dirty.set()
+
+    async def reconcile_once(self) -> ReconcileResult:
+        raw_sites = _flatten(self._sites)
+        raw_deployments = _flatten(self._deployments)
+        deleting = {
+            _key(raw) for raw in raw_deployments if raw["metadata"].get("deletionTimestamp")
+        }
+        active = [raw for raw in raw_deployments if _key(raw) not in deleting]
+        sites, bad_sites = parse_sites(raw_sites)
+        deployments, bad_deployments = parse_deployments(active)
+        raw_by_key = {_key(raw): raw for raw in [*raw_sites, *active]}
+
+        world = World.from_resources(sites, deployments)
+        current = current_allocations(deployments)
+        plan = await asyncio.to_thread(
+            place, world, current, solver=self.config.solver, options=self.config.placement
+        )
+        result = ReconcileResult(
+            plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]]
+        )
+        now = self._clock()
+
+        jobs = [self._deployment_job(d, plan, raw_by_key, now, result) for d in deployments]
+        jobs += [self._site_job(s, plan, raw_by_key, result) for s in sites]
+        jobs += [self._invalid_job(bad, DEPLOYMENTS, now, result) for bad in bad_deployments]
+        jobs += [self._invalid_job(bad, SITES, now, result) for bad in bad_sites]
+        limit = asyncio.Semaphore(self.config.write_concurrency)
+
+        async def bounded(job: Any) -> None:
+            async with limit:
+                await job
+
+        await asyncio.gather(*(bounded(job) for job in jobs))
+
+        alive = {_key(raw) for raw in raw_deployments} - deleting
+        for key, released in list(self._released.items()):
+            if key not in alive:
+                released.set()
+        for key in list(self.observations):
+            if key not in alive:
+                del self.observations[key]
+        self.last_result = result
+        placed = sum(1 for decision in plan.deployments.values() if decision.placed)
+        log.info(
+            "reconciled: %d/%d deployments placed, %d status writes, %d events, %d invalid",
+            placed,
+            len(plan.deployments),
+            result.status_writes,
+            len(result.events),
+            len(result.invalid),
+        )
+        return result
+
+    # ------------------------------------------------------------------ writes
+
+    def _previous(self, plural: str, key: str, stored: dict[str, Any]) -> dict[str, Any]:
+        """The status to compare with: the index's, unless we wrote one it does not show yet."""
+        written = self._written.get(f"{plural}/{key}")
+        if written is None:
+            return stored
+        status, when = written
+        if stored == status or time.monotonic() - when > _WRITE_VISIBILITY_S:
+            del self._written[f"{plural}/{key}"]
+            return stored
+        return status
+
+    async def _write(
+        self, plural: str, raw: RawObject, new: dict[str, Any], previous: dict[str, Any]
+    ) -> bool:
+        key = _key(raw)
+        if new == previous:
+            return False
+        patch = merge_patch(previous, new)
+        if not await self.writer.patch_status(ObjectRef.of(raw, plural), patch):
+            return False
+        self._written[f"{plural}/{key}"] = (new, time.monotonic())
+        return True
+
+    async def _deployment_job(
+        self,
+        deployment: ModelDeployment,
+        plan: Plan,
+        raw_by_key: Mapping[str, RawObject],
+        now: dt.datetime,
+        result: ReconcileResult,
+    ) -> None:
+        key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
+        raw = raw_by_key[key]
+        previous_json = self._previous(DEPLOYMENTS, key, dict(raw.get("status") or {}))
+        previous = ModelDeploymentStatus.model_validate(previous_json) if previous_json else None
+        decision = plan.deployments[key]
+        new = deployment_status(
+            decision,
+            previous=previous,
+            generation=deployment.metadata.generation,
+            observed=self.observations.get(key, {}),
+            now=now,
+        )
+        new_json = _json(new)
+        if not await self._write(DEPLOYMENTS, raw, new_json, previous_json):
+            return
+        result.status_writes += 1
+        event = _placement_event(previous, new)
+        if event is not None:
+            warning, reason, message = event
+            await self.writer.post_event(
+                ObjectRef.of(raw, DEPLOYMENTS), warning=warning, reason=reason, message=message
+            )
+            result.events.append((key, reason))
+
+    async def _site_job(
+        self,
+        site: InferenceSite,
+        plan: Plan,
+        raw_by_key: Mapping[str, RawObject],
+        result: ReconcileResult,
+    ) -> None:
+        raw = raw_by_key[site.metadata.name]
+        previous_json = self._previous(SITES, site.metadata.name, dict(raw.get("status") or {}))
+        previous = InferenceSiteStatus.model_validate(previous_json) if previous_json else None
+        new = site_status(
+            plan.sites[site.metadata.name], previous=previous, generation=site.metadata.generation
+        )
+        if await self._write(SITES, raw, _json(new), previous_json):
+            result.status_writes += 1
+
+    async def _invalid_job(
+        self, bad: Invalid, plural: str, now: dt.datetime, result: ReconcileResult
+    ) -> None:
+        """Report an object the typed model refuses: a False condition and one Warning Event."""
+        kind = PLACED if plural == DEPLOYMENTS else "Ready"
+        message = f"the spec is invalid and is ignored until fixed: {bad.error}"
+        stored = dict(bad.raw.get("status") or {})
+        previous_conditions = [
+            Condition.model_validate(c)
+            for c in stored.get("conditions", [])
+            if isinstance(c, dict) and _is_condition(c)
+        ]
+        generation = bad.raw["metadata"].get("generation")
+        updates = [
+            Condition(
+                type=kind,
+                status=ConditionStatus.FALSE,
+                reason="InvalidSpec",
+                message=message[:32768],
+                observed_generation=generation,
+                last_transition_time=now,
+            )
+        ]
+        if plural == DEPLOYMENTS:
+            updates.append(updates[0].model_copy(update={"type": AVAILABLE}))
+        conditions = merge_conditions(previous_conditions, updates)
+        new = {
+            **stored,
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+            ],
+        }
+        previous = self._previous(plural, bad.key, stored)
+        if not await self._write(plural, bad.raw, new, previous):
+            return
+        result.status_writes += 1
+        was_invalid = any(c.reason == "InvalidSpec" for c in previous_conditions)
+        if not was_invalid:
+            log.warning("%s %s has an invalid spec: %s", plural, bad.key, bad.error)
+            await self.writer.post_event(
+                ObjectRef.of(bad.raw, plural), warning=True, reason="InvalidSpec", message=message
+            )
+            result.events.append((bad.key, "InvalidSpec"))
+
+
+def _is_condition(raw: Mapping[str, Any]) -> bool:
+    try:
+        Condition.model_validate(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _placement_event(
+    previous: ModelDeploymentStatus | None, new: ModelDeploymentStatus
+) -> tuple[bool, str, str] | None:
+    """(warning, reason, message) of the Event a status change deserves, if any."""
+
+    def shares(status: ModelDeploymentStatus | None) -> list[tuple[str, int]]:
+        return [(p.site, p.replicas) for p in status.placements] if status else []
+
+    def placed(status: ModelDeploymentStatus | None) -> Condition | None:
+        if status is None:
+            return None
+        return next((c for c in status.conditions if c.type == PLACED), None)
+
+    before, after = shares(previous), shares(new)
+    condition = placed(new)
+    if after and after != before:
+        where = ", ".join(f"{site} x{replicas}" for site, replicas in after)
+        if before:
+            was = ", ".join(f"{site} x{replicas}" for site, replicas in before)
+            return False, "Moved", f"moved from {was} to {where}"
+        return False, "Placed", f"placed on {where} ({new.hourly_cost:g}/h)"
+    old_condition = placed(previous)
+    if (
+        condition is not None
+        and condition.status is ConditionStatus.FALSE
+        and (old_condition is None or old_condition.message != condition.message)
+    ):
+        return True, "Unplaceable", condition.message
+    return None

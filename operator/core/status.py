@@ -1,0 +1,206 @@
+"""Compose the status the operator writes, from a plan and what the sites report.
+
+Pure functions, in the manner of KubeRay's status builders: given the previous status, the new plan
+and the observed state of each site's Serve applications, return the complete new status. The
+operator compares it with what is stored and writes only a real difference, so that a status is
+written once per change and ``lastTransitionTime`` moves only when a condition's status does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from soberana.operator.core.api import (
+    Condition,
+    ConditionStatus,
+    InferenceSiteStatus,
+    ModelDeploymentStatus,
+    PlacementState,
+    PlacementStatus,
+)
+from soberana.operator.core.placement.plan import DeploymentPlan, SiteUsage
+
+PLACED = "Placed"
+AVAILABLE = "Available"
+DEGRADED = "Degraded"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one site reports about one deployment's application there."""
+
+    state: PlacementState
+    ready_replicas: int
+    message: str = ""
+
+
+def merge_conditions(
+    previous: Sequence[Condition], updates: Iterable[Condition]
+) -> list[Condition]:
+    """Replace conditions by type, keeping ``lastTransitionTime`` when the status did not change."""
+    merged = {condition.type: condition for condition in previous}
+    for update in updates:
+        old = merged.get(update.type)
+        keep_time = old is not None and old.status == update.status
+        merged[update.type] = (
+            update.model_copy(update={"last_transition_time": old.last_transition_time})
+            if old is not None and keep_time
+            else update
+        )
+    return sorted(merged.values(), key=lambda condition: condition.type)
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """Makes conditions that all carry one generation and one transition time."""
+
+    generation: int | None
+    now: datetime
+
+    def __call__(self, kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
+        return Condition(
+            type=kind,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=self.generation,
+            last_transition_time=self.now,
+        )
+
+
+def deployment_status(
+    plan: DeploymentPlan,
+    *,
+    previous: ModelDeploymentStatus | None,
+    generation: int | None,
+    observed: Mapping[str, Observation],
+    now: datetime,
+) -> ModelDeploymentStatus:
+    """The whole status of one ModelDeployment after ``plan``, given the sites' observations.
+
+    ``observed`` maps a site name to what that site reports for this deployment; a site missing
+    from it has not reported yet, so its replicas are Pending and availability is Unknown.
+    """
+    placements = [
+        PlacementStatus(
+            site=entry.site,
+            gpu_model=entry.gpu_model,
+            replicas=entry.replicas,
+            ready_replicas=min(observed[entry.site].ready_replicas, entry.replicas)
+            if entry.site in observed
+            else 0,
+            hourly_cost=round(entry.hourly_cost, 6),
+            regions=list(entry.regions),
+            state=observed[entry.site].state if entry.site in observed else PlacementState.PENDING,
+        )
+        for entry in plan.placements
+    ]
+    desired = sum(p.replicas for p in placements)
+    ready = sum(p.ready_replicas for p in placements)
+    stamp = _Stamp(generation, now)
+
+    if plan.placed:
+        sites = ", ".join(f"{p.site} x{p.replicas}" for p in placements)
+        placed = stamp(PLACED, ConditionStatus.TRUE, "Placed", f"placed on {sites}")
+    else:
+        placed = stamp(
+            PLACED,
+            ConditionStatus.FALSE,
+            "Unplaceable",
+            plan.reason or "no placement meets every hard constraint",
+        )
+    available, degraded = _availability(placements, observed, stamp)
+
+    return ModelDeploymentStatus(
+        placements=placements,
+        hourly_cost=round(plan.hourly_cost, 6),
+        sites=",".join(p.site for p in placements),
+        ready=f"{ready}/{desired}" if plan.placed else "",
+        conditions=merge_conditions(
+            previous.conditions if previous else [], [placed, available, degraded]
+        ),
+        explanation=dict(sorted(plan.rejected.items())),
+        observed_generation=generation,
+    )
+
+
+def _availability(
+    placements: Sequence[PlacementStatus],
+    observed: Mapping[str, Observation],
+    stamp: _Stamp,
+) -> tuple[Condition, Condition]:
+    desired = sum(p.replicas for p in placements)
+    ready = sum(p.ready_replicas for p in placements)
+    if not placements:
+        return (
+            stamp(AVAILABLE, ConditionStatus.FALSE, "NotPlaced", "nothing is placed"),
+            stamp(DEGRADED, ConditionStatus.FALSE, "NotPlaced", "nothing is placed"),
+        )
+    failed = [p for p in placements if p.state is PlacementState.FAILED]
+    unreported = [p.site for p in placements if p.site not in observed]
+    problems = "; ".join(f"{p.site}: {observed[p.site].message or p.state.value}" for p in failed)
+    if ready > 0:
+        available = stamp(
+            AVAILABLE, ConditionStatus.TRUE, "ReplicasReady", f"{ready}/{desired} replicas ready"
+        )
+    elif unreported and not failed:
+        available = stamp(
+            AVAILABLE,
+            ConditionStatus.UNKNOWN,
+            "AwaitingSites",
+            f"waiting for {', '.join(unreported)} to report",
+        )
+    else:
+        available = stamp(
+            AVAILABLE,
+            ConditionStatus.FALSE,
+            "NoReplicaReady",
+            problems or f"0/{desired} replicas ready",
+        )
+    if failed:
+        degraded = stamp(DEGRADED, ConditionStatus.TRUE, "SiteFailed", problems)
+    elif 0 < ready < desired:
+        degraded = stamp(
+            DEGRADED,
+            ConditionStatus.TRUE,
+            "ReplicasNotReady",
+            f"{desired - ready} of {desired} replicas not ready",
+        )
+    else:
+        degraded = stamp(DEGRADED, ConditionStatus.FALSE, "AsPlanned", "no replica is failing")
+    return available, degraded
+
+
+def site_status(
+    usage: SiteUsage, *, previous: InferenceSiteStatus | None, generation: int | None
+) -> InferenceSiteStatus:
+    """A site's status after a plan: what is allocated there. Conditions belong to the prober."""
+    return (previous or InferenceSiteStatus()).model_copy(
+        update={
+            "gpus_allocated": usage.gpus_allocated,
+            "gpus_total": usage.gpus_total,
+            "gpu_usage": f"{usage.gpus_allocated}/{usage.gpus_total}",
+            "deployments": usage.deployments,
+            "hourly_cost": round(usage.hourly_cost, 6),
+            "observed_generation": generation,
+        }
+    )
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 JSON merge patch that turns ``old`` into ``new`` (removed keys become null)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        previous = old.get(key)
+        if isinstance(value, Mapping) and isinstance(previous, Mapping):
+            nested = merge_patch(previous, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or previous != value:
+            patch[key] = value
+    return patch

@@ -1,0 +1,217 @@
+"""The reconciler's decisions, with an in-memory writer standing in for the API server.
+
+The same behaviour is tested end to end on a real API server in tests/integration/test_operator.py;
+these tests cover what a real server cannot produce on demand (an object the CRD schema would have
+refused, a watch that lags behind our own writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.controller.kube import ObjectRef
+from soberana.operator.controller.reconciler import Reconciler
+from soberana.operator.core.status import merge_patch
+
+T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, bool]] = []
+
+    async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool:
+        self.patches.append((ref.name, dict(patch)))
+        return True
+
+    async def post_event(self, ref: ObjectRef, *, warning: bool, reason: str, message: str) -> None:
+        self.events.append((ref.name, reason, warning))
+
+
+def site(name: str, jurisdiction: str, gpus: int = 4) -> dict[str, Any]:
+    return {
+        "apiVersion": "soberana.io/v1alpha1",
+        "kind": "InferenceSite",
+        "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "tier": "cloud",
+            "region": "br-southeast",
+            "jurisdiction": jurisdiction,
+            "currency": "USD",
+            "gpus": [{"model": "L4", "count": gpus, "memoryGiB": 24, "hourlyCost": 1.0}],
+            "latencyMs": {"br-southeast": 5},
+            "backend": {"ray": {"dashboardURL": "http://ray:8265", "serveURL": "http://ray:8000"}},
+        },
+        "status": {},
+    }
+
+
+def deployment(name: str, allowed: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "soberana.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "generation": 1,
+            **extra,
+        },
+        "spec": {
+            "model": {"uri": "file:///models/m", "format": "torchscript"},
+            "replicas": 1,
+            "resources": {"gpus": 1},
+            "traffic": [{"region": "br-southeast", "weight": 1}],
+            "residency": {"allowedJurisdictions": allowed},
+        },
+        "status": {},
+    }
+
+
+def index(*objects: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}" if "namespace" in meta else meta["name"]
+        out[key] = [obj]
+    return out
+
+
+def apply(patches: list[tuple[str, dict[str, Any]]], objects: list[dict[str, Any]]) -> None:
+    """Play our own status patches back into the objects, as the watch would."""
+
+    def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+        for key, value in patch.items():
+            if value is None:
+                target.pop(key, None)
+            elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+                merge(target[key], value)
+            else:
+                target[key] = value
+
+    by_name = {obj["metadata"]["name"]: obj for obj in objects}
+    for name, patch in patches:
+        merge(by_name[name]["status"], patch)
+
+
+def reconciler(writer: RecordingWriter, now: list[dt.datetime] | None = None) -> Reconciler:
+    clock = now or [T0]
+    return Reconciler(writer, OperatorConfig(debounce_s=0), clock=lambda: clock[0])
+
+
+async def test_places_writes_status_and_events_once() -> None:
+    writer = RecordingWriter()
+    br, us = site("br1", "BR"), site("us1", "US")
+    chat = deployment("chat", ["BR"])
+    rec = reconciler(writer)
+    rec.attach(index(br, us), index(chat))
+
+    result = await rec.reconcile_once()
+    assert result.plan.deployments["ml/chat"].placed
+    chat_patch = next(patch for name, patch in writer.patches if name == "chat")
+    assert chat_patch["placements"][0]["site"] == "br1"
+    assert {c["type"]: c["status"] for c in chat_patch["conditions"]} == {
+        "Available": "Unknown",
+        "Degraded": "False",
+        "Placed": "True",
+    }
+    assert "jurisdiction" in chat_patch["explanation"]["us1"].lower()
+    assert ("chat", "Placed", False) in writer.events
+
+    # the watch delivers our writes: the next pass writes nothing and posts nothing
+    apply(writer.patches, [br, us, chat])
+    writer.patches.clear()
+    writer.events.clear()
+    again = await rec.reconcile_once()
+    assert again.status_writes == 0
+    assert writer.events == []
+
+
+async def test_lagging_watch_does_not_cause_rewrites() -> None:
+    writer = RecordingWriter()
+    clock = [T0]
+    br, chat = site("br1", "BR"), deployment("chat", ["BR"])
+    rec = reconciler(writer, clock)
+    rec.attach(index(br), index(chat))
+    await rec.reconcile_once()
+    first = len(writer.patches)
+    clock[0] = T0 + dt.timedelta(seconds=5)  # later, but the index still shows the old status
+    result = await rec.reconcile_once()
+    assert result.status_writes == 0
+    assert len(writer.patches) == first
+
+
+async def test_unplaceable_gets_a_warning_with_a_reason() -> None:
+    writer = RecordingWriter()
+    rec = reconciler(writer)
+    rec.attach(index(site("us1", "US")), index(deployment("chat", ["BR"])))
+    result = await rec.reconcile_once()
+    decision = result.plan.deployments["ml/chat"]
+    assert not decision.placed
+    events = [(name, reason, warning) for name, reason, warning in writer.events]
+    assert ("chat", "Unplaceable", True) in events
+    patch = next(patch for name, patch in writer.patches if name == "chat")
+    placed = next(c for c in patch["conditions"] if c["type"] == "Placed")
+    assert placed["status"] == "False"
+    assert placed["message"] == decision.reason
+
+
+async def test_invalid_spec_is_reported_and_others_still_placed() -> None:
+    writer = RecordingWriter()
+    odd = deployment("odd", ["BR"])
+    odd["spec"]["replicas"] = -3  # the CRD would refuse this; an old object might still have it
+    good = deployment("good", ["BR"])
+    rec = reconciler(writer)
+    rec.attach(index(site("br1", "BR")), index(odd, good))
+    result = await rec.reconcile_once()
+    assert result.invalid == ["ml/odd"]
+    assert result.plan.deployments["ml/good"].placed
+    patch = next(patch for name, patch in writer.patches if name == "odd")
+    placed = next(c for c in patch["conditions"] if c["type"] == "Placed")
+    assert placed["reason"] == "InvalidSpec"
+    assert "replicas" in placed["message"]
+    assert ("odd", "InvalidSpec", True) in writer.events
+
+
+async def test_deleting_deployment_releases_capacity_and_its_waiter() -> None:
+    writer = RecordingWriter()
+    br = site("br1", "BR", gpus=1)
+    first = deployment("first", ["BR"])
+    second = deployment("second", ["BR"])
+    rec = reconciler(writer)
+    rec.attach(index(br), index(first, second))
+    result = await rec.reconcile_once()
+    placed = {key for key, d in result.plan.deployments.items() if d.placed}
+    assert len(placed) == 1, "one GPU: exactly one of the two fits"
+    loser = ({"ml/first", "ml/second"} - placed).pop()
+    winner = placed.pop()
+    apply(writer.patches, [br, first, second])
+
+    deleted = first if winner == "ml/first" else second
+    deleted["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
+    rec.attach(index(br), index(first, second))
+    waiter = asyncio.ensure_future(rec.wait_released(winner))
+    result = await rec.reconcile_once()
+    assert result.plan.deployments[loser].placed, "the freed GPU goes to the waiting deployment"
+    assert winner not in result.plan.deployments
+    assert await waiter is True
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        ({"a": 1}, {"a": 1}, {}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"b": None}),
+        ({"e": {"s1": "x", "s2": "y"}}, {"e": {"s1": "x"}}, {"e": {"s2": None}}),
+        ({"l": [1]}, {"l": [1, 2]}, {"l": [1, 2]}),
+    ],
+)
+def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
+    assert merge_patch(old, new) == patch
