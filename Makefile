@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS := test,lint
+EXTRAS := test,lint,serving
 
 .PHONY: all test test-unit lint fmt crds demo bench binaries clean help
 all: test
