@@ -2,9 +2,9 @@
 
 The pydantic models in :mod:`soberana.operator.core.api` are the source of truth. Their JSON
 schemas are rewritten into Kubernetes *structural* schemas: every ``$ref`` inlined, optional fields
-simply left out of ``required`` (no ``anyOf`` with null, no ``nullable``), titles dropped, object
-defaults reduced to ``{}`` so the nested defaults apply, and any keyword the API server does not
-accept refused here rather than at ``kubectl apply``. Descriptions, enums, patterns, bounds and CEL
+simply left out of ``required`` (no ``anyOf`` with null, no ``nullable``), titles dropped, nulls and
+empty values dropped from defaults, and any keyword the API server does not accept refused here
+rather than at ``kubectl apply``. Descriptions, enums, patterns, bounds and CEL
 rules (``x-kubernetes-validations``) come through unchanged.
 """
 
@@ -241,15 +241,28 @@ def _structural(node: Schema, defs: Schema, *, where: str) -> Schema:
             node["additionalProperties"], defs, where=f"{where}{{}}"
         )
     if "default" in result:
-        default = result["default"]
-        if default is None or default in ("", [], {}):
+        default = _without_empties(result["default"])
+        if default is None:
             del result["default"]
-        elif isinstance(default, dict):
-            # Object defaults equal their fields' own defaults: {} lets those apply.
-            result["default"] = {}
+        else:
+            result["default"] = default
     if not result.get("required", True):
         del result["required"]
     return result
+
+
+def _without_empties(value: Any) -> Any:
+    """A default without null, empty strings, lists or maps (None if nothing is left).
+
+    Object defaults stay complete (the API server checks CEL rules against the default as it is,
+    before nested defaults apply); only the values an omitted field means anyway are dropped.
+    """
+    if isinstance(value, dict):
+        kept = {key: _without_empties(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not None} or None
+    if value in (None, "", []):
+        return None
+    return value
 
 
 def _resolve(node: Schema, defs: Schema, *, where: str) -> Schema:
