@@ -114,12 +114,13 @@ class SecretKeySelector(SpecModel):
     )
 
 
-def duplicates(values: list[str]) -> list[str]:
-    """The values that occur more than once, in first-seen order."""
+def require_unique(values: list[str], what: str) -> None:
+    """Refuse a list that holds a value twice (the API server does so for list-type set and map)."""
     seen: set[str] = set()
-    duplicates: list[str] = []
+    repeated: list[str] = []
     for value in values:
-        if value in seen and value not in duplicates:
-            duplicates.append(value)
+        if value in seen and value not in repeated:
+            repeated.append(value)
         seen.add(value)
-    return duplicates
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed more than once in {what}")

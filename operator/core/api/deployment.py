@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soberana.operator.core.api.base import (
     API_VERSION,
@@ -22,8 +22,8 @@ from soberana.operator.core.api.base import (
     SpecModel,
     StatusModel,
     cel_rules,
-    duplicates,
     list_map,
+    require_unique,
 )
 from soberana.operator.core.api.meta import Condition, LabelSelector, ObjectMeta
 
@@ -126,6 +126,12 @@ class Resources(SpecModel):
         description="Memory each of the replica's GPUs must have, in GiB.",
     )
 
+    @field_validator("gpu_models")
+    @classmethod
+    def _models_unique(cls, models: list[str]) -> list[str]:
+        require_unique(models, "gpuModels")
+        return models
+
 
 class TrafficSource(SpecModel):
     """Requests that come from one user region."""
@@ -170,6 +176,12 @@ class Residency(SpecModel):
         description="ISO 3166-1 alpha-2 codes of jurisdictions where the model must never run.",
         json_schema_extra=LIST_SET,
     )
+
+    @field_validator("allowed_jurisdictions", "denied_jurisdictions")
+    @classmethod
+    def _codes_unique(cls, codes: list[str]) -> list[str]:
+        require_unique(codes, "the list")
+        return codes
 
     @model_validator(mode="after")
     def _disjoint(self) -> Residency:
@@ -337,13 +349,13 @@ class ModelDeploymentSpec(SpecModel):
             raise ValueError("set spec.replicas or spec.autoscaling, not both")
         if self.placement.min_sites > self.reserved_replicas:
             raise ValueError(_MIN_SITES_RULE)
-        repeated = duplicates([source.region for source in self.traffic])
-        if repeated:
-            raise ValueError(f"traffic lists region {', '.join(repeated)} more than once")
-        repeated = duplicates(self.resources.gpu_models)
-        if repeated:
-            raise ValueError(f"resources.gpuModels lists {', '.join(repeated)} more than once")
         return self
+
+    @field_validator("traffic")
+    @classmethod
+    def _one_entry_per_region(cls, traffic: list[TrafficSource]) -> list[TrafficSource]:
+        require_unique([source.region for source in traffic], "traffic")
+        return traffic
 
     @property
     def reserved_replicas(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soberana.operator.core.api.base import (
     API_VERSION,
@@ -25,8 +25,8 @@ from soberana.operator.core.api.base import (
     SpecModel,
     StatusModel,
     cel_rules,
-    duplicates,
     list_map,
+    require_unique,
 )
 from soberana.operator.core.api.meta import Condition, ObjectMeta
 
@@ -157,12 +157,11 @@ class InferenceSiteSpec(SpecModel):
         description="When true, what runs here keeps running but nothing new is placed here.",
     )
 
-    @model_validator(mode="after")
-    def _gpu_models_unique(self) -> InferenceSiteSpec:
-        repeated = duplicates([pool.model for pool in self.gpus])
-        if repeated:
-            raise ValueError(f"gpus lists GPU model {', '.join(repeated)} more than once")
-        return self
+    @field_validator("gpus")
+    @classmethod
+    def _one_entry_per_model(cls, gpus: list[GpuPool]) -> list[GpuPool]:
+        require_unique([pool.model for pool in gpus], "gpus")
+        return gpus
 
     @property
     def gpus_total(self) -> int:

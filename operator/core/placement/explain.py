@@ -30,7 +30,11 @@ def explain_placed(
 ) -> dict[str, str]:
     """Why each site outside ``assignment`` was not used; ``free`` excludes ``demand`` itself."""
     chosen = {demand.options[option].site for option, _ in assignment}
-    kept = assignment == demand.current
+    kept_note = (
+        f"; the running placement stays unless a move gains over {problem.move_threshold:.0%}"
+        if assignment == demand.current
+        else ""
+    )
     lines: dict[str, str] = {}
     for site in problem.sites:
         if site.name in chosen:
@@ -39,13 +43,9 @@ def explain_placed(
             lines[site.name] = demand.rejections[site.name].line
         elif _room(demand, free, site.name) == 0:
             lines[site.name] = _capacity_line(demand, free, site.name)
-        elif kept:
-            lines[site.name] = (
-                "not chosen: the running placement stays while it is compliant (a move needs a "
-                f"gain above {problem.move_threshold:.0%})"
-            )
         else:
-            lines[site.name] = _comparison_line(demand, assignment, site)
+            line, better_somehow = _comparison(demand, assignment, site)
+            lines[site.name] = line + (kept_note if better_somehow else "")
     return lines
 
 
@@ -199,7 +199,8 @@ def _cheapest_cost(demand: Demand, usable: IntArray, room: IntArray) -> float:
     return cost
 
 
-def _comparison_line(demand: Demand, assignment: Assignment, site: Site) -> str:
+def _comparison(demand: Demand, assignment: Assignment, site: Site) -> tuple[str, bool]:
+    """A line comparing ``site`` with the chosen placement, and whether it is better in any way."""
     here = min(
         (option for option in demand.options if option.site == site.name),
         key=lambda option: option.replica_cost,
@@ -208,18 +209,20 @@ def _comparison_line(demand: Demand, assignment: Assignment, site: Site) -> str:
     here_parts = [f"{here.gpu_hourly_cost:.2f}/GPU-h {here.gpu_model}"]
     chosen_parts = [f"{chosen_price:.2f}/GPU-h"]
     chosen_options = [option for option, _ in assignment]
+    better_somehow = here.gpu_hourly_cost < chosen_price
     busiest = sorted(
         range(len(demand.spec.traffic)), key=lambda region: -demand.spec.traffic[region].weight
     )
     for region in busiest[:2]:
         name = demand.spec.traffic[region].region
         ms = site.spec.latency_ms.get(name)
+        nearest = float(demand.reach[region, chosen_options].min())
+        better_somehow |= ms is not None and ms < nearest
         here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
-        chosen_parts.append(f"{name} {demand.reach[region, chosen_options].min():.0f} ms")
+        chosen_parts.append(f"{name} {nearest:.0f} ms")
     strategy = demand.spec.placement.strategy.value
-    return (
-        f"not chosen ({strategy}): here {', '.join(here_parts)}; chosen {', '.join(chosen_parts)}"
-    )
+    here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
+    return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
 
 
 def _capacity_line(demand: Demand, free: IntArray, site: str) -> str:
