@@ -26,7 +26,7 @@ from soberana.operator.core.api import ModelDeploymentSpec, ModelFormat
 from soberana.operator.core.placement.plan import Plan
 from soberana.operator.core.placement.world import Deployment, World
 
-RUNTIME_IMPORT_PATH = "soberana.serving.runtime:app_builder"
+RUNTIME_IMPORT_PATH = "soberana.serving.runtime.builder:app_builder"
 """The Ray Serve application builder of soberana's model runtime."""
 
 RUNTIME_DEPLOYMENT_NAME = "Model"

@@ -1,0 +1,29 @@
+"""The application builder a Serve config names as ``import_path``.
+
+``app_builder(args)`` validates ``args`` (:mod:`~soberana.serving.runtime.args`) and binds the
+runtime of the model's format, as one deployment named :data:`DEPLOYMENT_NAME`, which the
+``deployments`` overrides of a Serve config address (replicas, resources, autoscaling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from soberana.serving.runtime.args import TorchScriptArgs, parse_runtime_args
+
+DEPLOYMENT_NAME = "Model"
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The Serve application that serves the model ``args`` describe."""
+    runtime_args = parse_runtime_args(args)
+    if isinstance(runtime_args, TorchScriptArgs):
+        from soberana.serving.runtime.tensor_model import TensorModel
+
+        return serve.deployment(name=DEPLOYMENT_NAME)(TensorModel).bind(runtime_args)
+    from soberana.serving.runtime.language_model import LanguageModel
+
+    return serve.deployment(name=DEPLOYMENT_NAME)(LanguageModel).bind(runtime_args)

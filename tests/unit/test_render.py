@@ -1,0 +1,239 @@
+"""Rendering each site's Ray Serve config: valid for Ray, faithful to the specs, deterministic."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from ray.serve.schema import ServeDeploySchema
+
+from soberana.operator.cli.render import render
+from soberana.operator.core.placement import (
+    Change,
+    DeploymentPlan,
+    Plan,
+    SitePlacement,
+    World,
+    current_allocations,
+    place,
+)
+from soberana.operator.core.render import (
+    RUNTIME_DEPLOYMENT_NAME,
+    RUNTIME_IMPORT_PATH,
+    ApplicationNameConflictError,
+    SiteApplication,
+    app_name,
+    config_hash,
+    render_serve_config,
+    render_site_configs,
+    route_prefix,
+)
+from soberana.operator.manifests import load_manifests
+from soberana.serving.runtime import builder
+from soberana.serving.runtime.args import TorchScriptArgs, parse_runtime_args
+from tests.unit.builders import deployment, site, world
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "latam"
+
+
+@pytest.fixture(scope="module")
+def latam() -> tuple[Plan, World]:
+    manifests = load_manifests([EXAMPLES])
+    scene = World.from_resources(manifests.sites, manifests.deployments)
+    return place(scene, current_allocations(manifests.deployments)), scene
+
+
+def applications(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {application["name"]: application for application in config["applications"]}
+
+
+def test_every_rendered_config_is_valid_for_ray(latam: tuple[Plan, World]) -> None:
+    plan, scene = latam
+    configs = render_site_configs(plan, scene)
+    assert sorted(configs) == sorted(site.name for site in scene.sites)
+    for config in configs.values():
+        ServeDeploySchema.model_validate(config)
+        for application in config["applications"]:
+            assert application["import_path"] == RUNTIME_IMPORT_PATH
+            parse_runtime_args(application["args"])
+    assert any(config["applications"] for config in configs.values())
+
+
+def test_each_placement_becomes_an_application_with_its_replicas(
+    latam: tuple[Plan, World],
+) -> None:
+    plan, scene = latam
+    configs = render_site_configs(plan, scene)
+    specs = {entry.key: entry for entry in scene.deployments}
+    rendered = 0
+    for key, deployment_plan in plan.deployments.items():
+        spec = specs[key]
+        for placement in deployment_plan.placements:
+            found = applications(configs[placement.site])[app_name(spec.namespace, spec.name)]
+            assert found["route_prefix"] == route_prefix(spec.namespace, spec.name)
+            assert found["args"]["model_uri"] == spec.spec.model.uri
+            assert found["args"]["served_model_name"] == key
+            assert found["args"]["site"] == placement.site
+            (options,) = found["deployments"]
+            assert options["name"] == RUNTIME_DEPLOYMENT_NAME
+            assert options["ray_actor_options"] == {
+                "num_cpus": spec.spec.serving.num_cpus,
+                "num_gpus": spec.spec.resources.gpus,
+            }
+            assert options["max_ongoing_requests"] == spec.spec.serving.max_ongoing_requests
+            if spec.spec.autoscaling is None:
+                assert options["num_replicas"] == placement.replicas
+            else:
+                assert "num_replicas" not in options
+                assert options["autoscaling_config"]["max_replicas"] == placement.replicas
+            rendered += 1
+    total = sum(len(config["applications"]) for config in configs.values())
+    assert rendered == total > 0
+
+
+def test_a_site_with_nothing_placed_gets_an_empty_config() -> None:
+    scene = world([site("empty"), site("busy")], [deployment("chat")])
+    plan = place(scene)
+    configs = render_site_configs(plan, scene)
+    placed_on = plan.deployments["ml/chat"].placements[0].site
+    idle = "empty" if placed_on == "busy" else "busy"
+    assert configs[idle] == {"applications": []}
+    ServeDeploySchema.model_validate(configs[idle])
+
+
+def test_torchscript_args_carry_the_batching_limits() -> None:
+    scorer = deployment(
+        "scorer",
+        model={"uri": "pvc://models/scorer.pt", "format": "torchscript"},
+        serving={"maxBatchSize": 16, "batchWaitTimeoutS": 0.05, "maxOngoingRequests": 64},
+    )
+    config = render_serve_config("br1", [SiteApplication(scorer, replicas=3)])
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    args = parse_runtime_args(application["args"])
+    assert isinstance(args, TorchScriptArgs)
+    assert (args.max_batch_size, args.batch_wait_timeout_s) == (16, 0.05)
+    assert application["deployments"][0]["num_replicas"] == 3
+    assert application["deployments"][0]["max_ongoing_requests"] == 64
+
+
+def test_transformers_args_carry_no_batching_limits() -> None:
+    config = render_serve_config("br1", [SiteApplication(deployment("chat"), replicas=1)])
+    assert config["applications"][0]["args"] == {
+        "model_uri": "file:///models/m",
+        "format": "transformers",
+        "served_model_name": "ml/chat",
+        "site": "br1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("minimum", "maximum", "on_site", "expected_minimum"),
+    [(2, 6, 3, 1), (2, 6, 6, 2), (1, 4, 1, 1), (5, 6, 3, 3), (6, 6, 2, 2)],
+)
+def test_autoscaling_bounds_are_the_sites_share(
+    minimum: int, maximum: int, on_site: int, expected_minimum: int
+) -> None:
+    embedder = deployment(
+        "embedder",
+        autoscaling={
+            "minReplicas": minimum,
+            "maxReplicas": maximum,
+            "targetOngoingRequests": 4,
+        },
+    )
+    config = render_serve_config("br1", [SiteApplication(embedder, replicas=on_site)])
+    ServeDeploySchema.model_validate(config)
+    assert config["applications"][0]["deployments"][0]["autoscaling_config"] == {
+        "min_replicas": expected_minimum,
+        "max_replicas": on_site,
+        "target_ongoing_requests": 4.0,
+    }
+
+
+def test_rendering_is_deterministic(latam: tuple[Plan, World]) -> None:
+    plan, scene = latam
+    shuffled = World(sites=scene.sites[::-1], deployments=scene.deployments[::-1])
+    first = render_site_configs(plan, scene)
+    again = render_site_configs(place(shuffled), shuffled)
+    assert json.dumps(first) == json.dumps(again)
+    for name, config in first.items():
+        assert config_hash(config) == config_hash(again[name])
+        names = [application["name"] for application in config["applications"]]
+        assert names == sorted(names)
+
+
+def test_config_hash_follows_content_not_key_order() -> None:
+    one = render_serve_config("br1", [SiteApplication(deployment("chat"), replicas=1)])
+    two = render_serve_config("br1", [SiteApplication(deployment("chat"), replicas=2)])
+    reordered = json.loads(json.dumps(one, sort_keys=True))
+    assert list(reordered["applications"][0]) != list(one["applications"][0])
+    assert config_hash(reordered) == config_hash(one)
+    assert config_hash(two) != config_hash(one)
+    assert len(config_hash(one)) == 64
+
+
+def test_replicas_of_one_deployment_on_one_site_form_one_application() -> None:
+    chat = deployment("chat", replicas=3)
+    scene = world([site("br1", gpus=[("L4", 4, 24, 1.0), ("A100", 4, 80, 3.0)])], [chat])
+    split = Plan(
+        deployments={
+            chat.key: DeploymentPlan(
+                key=chat.key,
+                placements=(
+                    SitePlacement("br1", "A100", 1, 3.0, ()),
+                    SitePlacement("br1", "L4", 2, 2.0, ("r1",)),
+                ),
+                reason=None,
+                rejected={},
+                change=Change.PLACED,
+            )
+        },
+        sites={},
+        solver="fast",
+        objective=0.0,
+    )
+    (application,) = render_site_configs(split, scene)["br1"]["applications"]
+    assert application["deployments"][0]["num_replicas"] == 3
+
+
+def test_colliding_application_names_are_refused() -> None:
+    one = deployment("b-c", namespace="a")
+    other = deployment("c", namespace="a-b")
+    with pytest.raises(ApplicationNameConflictError, match="a/b-c and a-b/c"):
+        render_serve_config(
+            "br1", [SiteApplication(one, replicas=1), SiteApplication(other, replicas=1)]
+        )
+
+
+def test_the_renderer_names_the_runtimes_builder_and_deployment() -> None:
+    module, _, attribute = RUNTIME_IMPORT_PATH.partition(":")
+    assert getattr(importlib.import_module(module), attribute) is builder.app_builder
+    assert RUNTIME_DEPLOYMENT_NAME == builder.DEPLOYMENT_NAME
+
+
+def test_cli_prints_the_config_of_the_sites_asked_for(latam: tuple[Plan, World]) -> None:
+    plan, scene = latam
+    arguments = ["-f", str(EXAMPLES), "--site", "sao-paulo-1", "-o", "yaml"]
+    result = CliRunner().invoke(render, arguments)
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.stdout)
+    assert printed == {"sao-paulo-1": render_site_configs(plan, scene)["sao-paulo-1"]}
+
+
+def test_cli_prints_every_site_as_json(latam: tuple[Plan, World]) -> None:
+    plan, scene = latam
+    result = CliRunner().invoke(render, ["-f", str(EXAMPLES)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == render_site_configs(plan, scene)
+
+
+def test_cli_refuses_an_unknown_site() -> None:
+    result = CliRunner().invoke(render, ["-f", str(EXAMPLES), "--site", "atlantis"])
+    assert result.exit_code == 1
+    assert "no InferenceSite named atlantis" in result.output
