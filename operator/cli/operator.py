@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -67,8 +66,6 @@ def operator(
 
     from soberana.operator.controller.handlers import build_registry
 
-    if kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(kubeconfig)  # Kopf's own login reads it too
     config = OperatorConfig(
         solver=solver,
         debounce_s=debounce,

@@ -14,9 +14,10 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client import ApiClient
 
 from soberana.operator.controller.config import OperatorConfig
-from soberana.operator.controller.kube import KubeWriter, load_client_config
+from soberana.operator.controller.kube import KubeWriter, connection_info, load_configuration
 from soberana.operator.controller.reconciler import DEPLOYMENTS, SITES, Reconciler
 from soberana.operator.controller.snapshot import freeze
 from soberana.operator.core.api import GROUP, VERSION
@@ -26,8 +27,13 @@ log = logging.getLogger(__name__)
 
 
 def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
-    """A fresh registry with soberana's handlers; one per operator instance (tests start several)."""
+    """A fresh registry with soberana's handlers: one per operator instance."""
     registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # Kopf and our client use one source of credentials, whatever --kubeconfig said
+        return await connection_info(await load_configuration(kubeconfig))
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -38,7 +44,7 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         )
         settings.posting.level = logging.WARNING  # Kopf's own chatter stays in the logs
         settings.watching.server_timeout = 300
-        api = await load_client_config(kubeconfig)
+        api = ApiClient(await load_configuration(kubeconfig))
         memo["api"] = api
         reconciler = Reconciler(KubeWriter(api), config)
         memo["reconciler"] = reconciler
@@ -54,17 +60,20 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         if memo.get("api") is not None:
             await memo["api"].close()
 
-    @kopf.index(GROUP, VERSION, SITES, registry=registry)
-    def site_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Any]:
+    @kopf.index(GROUP, VERSION, SITES, id="site_index", registry=registry)
+    async def site_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Any]:
         return {name: freeze(body)}
 
-    @kopf.index(GROUP, VERSION, DEPLOYMENTS, registry=registry)
-    def deployment_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[str, Any]:
+    @kopf.index(GROUP, VERSION, DEPLOYMENTS, id="deployment_index", registry=registry)
+    async def deployment_index(
+        body: kopf.Body, namespace: str, name: str, **_: Any
+    ) -> dict[str, Any]:
         return {f"{namespace}/{name}": freeze(body)}
 
-    @kopf.on.event(GROUP, VERSION, SITES, registry=registry)
-    @kopf.on.event(GROUP, VERSION, DEPLOYMENTS, registry=registry)
-    def changed(
+    # async handlers run on the event loop, where the reconciler's asyncio primitives live
+    @kopf.on.event(GROUP, VERSION, SITES, id="site_changed", registry=registry)
+    @kopf.on.event(GROUP, VERSION, DEPLOYMENTS, id="deployment_changed", registry=registry)
+    async def changed(
         memo: kopf.Memo,
         site_index: kopf.Index[str, Any],
         deployment_index: kopf.Index[str, Any],
@@ -74,7 +83,7 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         reconciler.attach(site_index, deployment_index)
         reconciler.trigger()
 
-    @kopf.on.delete(GROUP, VERSION, DEPLOYMENTS, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, DEPLOYMENTS, id="release", registry=registry)
     async def release(
         memo: kopf.Memo,
         namespace: str,
@@ -89,7 +98,7 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
             raise kopf.TemporaryError("still releasing the deployment's capacity", delay=5)
 
     @kopf.on.probe(id="reconciler", registry=registry)
-    def reconciler_alive(memo: kopf.Memo, **_: Any) -> str:
+    async def reconciler_alive(memo: kopf.Memo, **_: Any) -> str:
         task: asyncio.Task[None] | None = memo.get("task")
         if task is None or task.done():
             raise RuntimeError("the reconciler task is not running")

@@ -7,6 +7,7 @@ patches on the ``status`` subresource, so they never touch a spec and never race
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import os
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -47,14 +49,44 @@ class ObjectRef:
         )
 
 
-async def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the in-cluster service account."""
+async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """Client settings from ``kubeconfig`` if given, else the in-cluster service account, else
+    ``$KUBECONFIG`` or ``~/.kube/config``."""
     configuration = client.Configuration()
-    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        config.load_incluster_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except config.ConfigException:
+            pass
+    await config.load_kube_config(
+        config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+        client_configuration=configuration,
+    )
+    return configuration
+
+
+async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """The same credentials for Kopf's own API calls (as ``kopf.login_via_async_client`` does)."""
+    header = configuration.get_api_key_with_prefix("BearerToken")
+    if inspect.isawaitable(header):
+        header = await header
+    scheme, token = None, None
+    if header:
+        parts = str(header).split(" ", 1)
+        scheme, token = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
+    )
 
 
 class KubeWriter:

@@ -205,6 +205,8 @@ class ControlPlane:
                 kubeconfig.chmod(0o600)
                 path = kubeconfig.resolve()
             self.progress(f"control plane already running in {self.state_dir}; reusing it")
+            if crds:
+                self.apply_crds(path, (binaries or ensure_all(self.progress)).kubectl, crds)
             return path
         self.down(quiet=True)
         binaries = binaries or ensure_all(self.progress)
