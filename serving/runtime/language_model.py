@@ -10,7 +10,9 @@ Generation steps run on worker threads, so the replica keeps answering health ch
 accepting requests while a model computes.
 """
 
-from __future__ import annotations
+# Ray Serve's ingress wrapper sees the module's names as they are when the class is defined: so no
+# ``from __future__ import annotations`` (FastAPI resolves the routes' parameter types at run
+# time), and everything the class uses is defined above it.
 
 import asyncio
 import time
@@ -68,6 +70,39 @@ class _Generation:
         self.created = int(time.time())
         self.prompt = prompt
         self.sampling = sampling
+
+
+def _collect(generator: TextGenerator, generation: _Generation) -> list[TextDelta]:
+    return list(generator.generate(generation.prompt, generation.sampling))
+
+
+async def _deltas(generator: TextGenerator, generation: _Generation) -> AsyncIterator[TextDelta]:
+    """The generation's deltas, each step computed on a worker thread."""
+    steps: Iterator[TextDelta] = generator.generate(generation.prompt, generation.sampling)
+    while (delta := await asyncio.to_thread(next, steps, None)) is not None:
+        yield delta
+
+
+def _event_stream(chunks: AsyncIterator[BaseModel]) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        async for chunk in chunks:
+            yield f"data: {chunk.model_dump_json()}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _usage(generation: _Generation, last: TextDelta) -> Usage:
+    prompt_tokens = len(generation.prompt)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        total_tokens=prompt_tokens + last.completion_tokens,
+    )
+
+
+def _json(response: BaseModel) -> JSONResponse:
+    return JSONResponse(content=response.model_dump(mode="json"))
 
 
 @serve.ingress(app)
@@ -211,36 +246,3 @@ class LanguageModel:
                 yield chunk(ChatDelta(content=delta.text))
             if delta.finish_reason is not None:
                 yield chunk(ChatDelta(), delta.finish_reason)
-
-
-def _collect(generator: TextGenerator, generation: _Generation) -> list[TextDelta]:
-    return list(generator.generate(generation.prompt, generation.sampling))
-
-
-async def _deltas(generator: TextGenerator, generation: _Generation) -> AsyncIterator[TextDelta]:
-    """The generation's deltas, each step computed on a worker thread."""
-    steps: Iterator[TextDelta] = generator.generate(generation.prompt, generation.sampling)
-    while (delta := await asyncio.to_thread(next, steps, None)) is not None:
-        yield delta
-
-
-def _event_stream(chunks: AsyncIterator[BaseModel]) -> StreamingResponse:
-    async def events() -> AsyncIterator[str]:
-        async for chunk in chunks:
-            yield f"data: {chunk.model_dump_json()}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream")
-
-
-def _usage(generation: _Generation, last: TextDelta) -> Usage:
-    prompt_tokens = len(generation.prompt)
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=last.completion_tokens,
-        total_tokens=prompt_tokens + last.completion_tokens,
-    )
-
-
-def _json(response: BaseModel) -> JSONResponse:
-    return JSONResponse(content=response.model_dump(mode="json"))

@@ -14,7 +14,9 @@ the module rejects is a 400 too, unless the module has accepted that shape befor
 module itself failed, and the answer is a 500.
 """
 
-from __future__ import annotations
+# Ray Serve's ingress wrapper sees the module's names as they are when the class is defined: so no
+# ``from __future__ import annotations`` (FastAPI resolves the routes' parameter types at run
+# time), and everything the class uses is defined above it.
 
 import asyncio
 from collections import Counter
@@ -95,7 +97,7 @@ class _Signature:
     row_shape: tuple[int, ...]
 
     @classmethod
-    def of(cls, tensor: torch.Tensor) -> _Signature:
+    def of(cls, tensor: torch.Tensor) -> "_Signature":
         return cls(tensor.dtype, tuple(tensor.shape[1:]))
 
     def describe(self) -> str:
