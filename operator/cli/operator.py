@@ -47,6 +47,32 @@ from soberana.operator.core.placement import PlacementOptions
     metavar="URL",
     help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
 )
+@click.option(
+    "--placement-only",
+    is_flag=True,
+    help="Place and write statuses, but deploy nothing to sites and do not probe them.",
+)
+@click.option(
+    "--probe-interval",
+    type=click.FloatRange(min=0.1),
+    default=OperatorConfig.probe_interval_s,
+    show_default=True,
+    help="Seconds between looks at each site.",
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.FloatRange(min=0),
+    default=OperatorConfig.unhealthy_after_s,
+    show_default=True,
+    help="Seconds a site may stay unreachable before its deployments are placed elsewhere.",
+)
+@click.option(
+    "--secrets-namespace",
+    envvar="SOBERANA_NAMESPACE",
+    default=OperatorConfig.secrets_namespace,
+    show_default=True,
+    help="Namespace of the Secrets that sites refer to: the operator's own.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--debug", is_flag=True, help="Log everything, Kopf's internals included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
@@ -57,6 +83,10 @@ def operator(
     move_threshold: float,
     debounce: float,
     liveness_endpoint: str | None,
+    placement_only: bool,
+    probe_interval: float,
+    unhealthy_after: float,
+    secrets_namespace: str,
     verbose: bool,
     debug: bool,
     quiet: bool,
@@ -69,6 +99,10 @@ def operator(
     config = OperatorConfig(
         solver=solver,
         debounce_s=debounce,
+        deploy=not placement_only,
+        probe_interval_s=probe_interval,
+        unhealthy_after_s=unhealthy_after,
+        secrets_namespace=secrets_namespace,
         placement=PlacementOptions(move_threshold=move_threshold),
     )
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)

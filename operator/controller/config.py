@@ -17,12 +17,21 @@ class OperatorConfig:
     ``write_concurrency``: status patches in flight at once.
     ``delete_timeout_s``: how long a deletion waits for its capacity to be released before Kopf
     retries the deletion handler.
+    ``deploy``: apply Serve configs to sites and watch them; False places only (a dry run that
+    still writes statuses), and every site counts as healthy.
+    ``probe_interval_s``: how often each site is looked at.
+    ``unhealthy_after_s``: how long a site may stay unreachable before its deployments move.
+    ``secrets_namespace``: where the Secrets that sites refer to live (the operator's namespace).
     """
 
     solver: str = "fast"
     debounce_s: float = 0.5
     write_concurrency: int = 16
     delete_timeout_s: float = 30.0
+    deploy: bool = True
+    probe_interval_s: float = 5.0
+    unhealthy_after_s: float = 30.0
+    secrets_namespace: str = "default"
     placement: PlacementOptions = field(default_factory=PlacementOptions)
 
     def __post_init__(self) -> None:
@@ -30,3 +39,5 @@ class OperatorConfig:
             raise ValueError(f"solver must be fast or optimal, not {self.solver!r}")
         if self.debounce_s < 0 or self.write_concurrency < 1 or self.delete_timeout_s <= 0:
             raise ValueError("debounce_s >= 0, write_concurrency >= 1, delete_timeout_s > 0")
+        if self.probe_interval_s <= 0 or self.unhealthy_after_s < 0:
+            raise ValueError("probe_interval_s > 0 and unhealthy_after_s >= 0")

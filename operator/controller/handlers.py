@@ -16,8 +16,14 @@ from typing import Any
 import kopf
 from kubernetes_asyncio.client import ApiClient
 
+from soberana.operator.backends.factory import backend_for
 from soberana.operator.controller.config import OperatorConfig
-from soberana.operator.controller.kube import KubeWriter, connection_info, load_configuration
+from soberana.operator.controller.kube import (
+    KubeWriter,
+    SecretReader,
+    connection_info,
+    load_configuration,
+)
 from soberana.operator.controller.reconciler import DEPLOYMENTS, SITES, Reconciler
 from soberana.operator.controller.snapshot import freeze
 from soberana.operator.core.api import GROUP, VERSION
@@ -46,7 +52,10 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         settings.watching.server_timeout = 300
         api = ApiClient(await load_configuration(kubeconfig))
         memo["api"] = api
-        reconciler = Reconciler(KubeWriter(api), config)
+        secrets = SecretReader(api, config.secrets_namespace)
+        reconciler = Reconciler(
+            KubeWriter(api), config, backends=lambda site: backend_for(site, secrets)
+        )
         memo["reconciler"] = reconciler
         memo["task"] = asyncio.create_task(reconciler.run(), name="soberana-reconciler")
 
@@ -57,6 +66,8 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if memo.get("reconciler") is not None:
+            await memo["reconciler"].stop()
         if memo.get("api") is not None:
             await memo["api"].close()
 

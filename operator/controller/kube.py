@@ -6,6 +6,7 @@ patches on the ``status`` subresource, so they never touch a spec and never race
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import inspect
 import logging
@@ -19,6 +20,7 @@ import kopf
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from soberana.operator.backends.base import BackendError
 from soberana.operator.core.api import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -147,3 +149,23 @@ class KubeWriter:
             await self._core.create_namespaced_event(namespace, event)
         except ApiException as error:
             log.warning("could not post event %s on %s: %s", reason, ref.name, error.reason)
+
+
+class SecretReader:
+    """Reads values from Secrets in one namespace (the operator's); values are never logged."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    async def read(self, name: str, key: str) -> str:
+        try:
+            secret = await self._core.read_namespaced_secret(name, self.namespace)
+        except ApiException as error:
+            raise BackendError(
+                f"cannot read Secret {self.namespace}/{name}: HTTP {error.status} {error.reason}"
+            ) from error
+        data = secret.data or {}
+        if key not in data:
+            raise BackendError(f"Secret {self.namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()

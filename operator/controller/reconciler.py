@@ -14,11 +14,13 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from soberana.operator.backends.base import BackendFactory
 from soberana.operator.controller.config import OperatorConfig
 from soberana.operator.controller.kube import ObjectRef
+from soberana.operator.controller.sites import SiteAgent, SiteFleet
 from soberana.operator.controller.snapshot import (
     Invalid,
     RawObject,
@@ -32,13 +34,20 @@ from soberana.operator.core.api import (
     InferenceSiteStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    PlacementState,
 )
 from soberana.operator.core.placement import World, current_allocations, place
 from soberana.operator.core.placement.plan import Plan
+from soberana.operator.core.render import (
+    ApplicationNameConflictError,
+    app_name,
+    render_site_configs,
+)
 from soberana.operator.core.status import (
     AVAILABLE,
     PLACED,
     Observation,
+    SiteCheck,
     deployment_status,
     merge_conditions,
     merge_patch,
@@ -53,6 +62,8 @@ DEPLOYMENTS = "modeldeployments"
 _WRITE_VISIBILITY_S = 30.0
 
 Index = Mapping[Any, Iterable[RawObject]]
+BackendProvider = Callable[[InferenceSite], tuple[str, BackendFactory]]
+"""For a site: an identity of its backend settings (a new one restarts the agent), and a factory."""
 
 
 class Writer(Protocol):
@@ -102,9 +113,16 @@ class Reconciler:
         writer: Writer,
         config: OperatorConfig | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
+        backends: BackendProvider | None = None,
     ) -> None:
         self.writer = writer
         self.config = config or OperatorConfig()
+        self._backends = backends
+        self.fleet = (
+            SiteFleet(self.trigger, self.config.probe_interval_s)
+            if backends is not None and self.config.deploy
+            else None
+        )
         self._clock = clock
         self._sites: Index | None = None
         self._deployments: Index | None = None
@@ -112,7 +130,6 @@ class Reconciler:
         self._released: dict[str, asyncio.Event] = {}
         # status JSON we wrote, by "<plural>/<key>", with when: trusted while the index lags
         self._written: dict[str, tuple[dict[str, Any], float]] = {}
-        self.observations: dict[str, dict[str, Observation]] = {}
         self.last_result: ReconcileResult | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -166,18 +183,41 @@ class Reconciler:
         deployments, bad_deployments = parse_deployments(active)
         raw_by_key = {_key(raw): raw for raw in [*raw_sites, *active]}
 
+        agents = await self._sync_agents(sites)
+        checks = {name: self._check(agent) for name, agent in agents.items()}
         world = World.from_resources(sites, deployments)
+        world = World(
+            sites=tuple(
+                replace(site, healthy=site.healthy and checks[site.name].healthy)
+                if site.name in checks
+                else site
+                for site in world.sites
+            ),
+            deployments=world.deployments,
+        )
         current = current_allocations(deployments)
         plan = await asyncio.to_thread(
             place, world, current, solver=self.config.solver, options=self.config.placement
         )
+        self._deploy(plan, world, agents)
+        observed = _observations(plan, agents)
         result = ReconcileResult(
             plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]]
         )
         now = self._clock()
+        alive = {_key(raw) for raw in raw_deployments} - deleting
+        checks = {
+            name: replace(check, pending_cleanup=_leftovers(agents[name], alive))
+            for name, check in checks.items()
+        }
 
-        jobs = [self._deployment_job(d, plan, raw_by_key, now, result) for d in deployments]
-        jobs += [self._site_job(s, plan, raw_by_key, result) for s in sites]
+        jobs = [
+            self._deployment_job(d, plan, raw_by_key, observed, now, result) for d in deployments
+        ]
+        jobs += [
+            self._site_job(s, plan, raw_by_key, checks.get(s.metadata.name), now, result)
+            for s in sites
+        ]
         jobs += [self._invalid_job(bad, DEPLOYMENTS, now, result) for bad in bad_deployments]
         jobs += [self._invalid_job(bad, SITES, now, result) for bad in bad_sites]
         limit = asyncio.Semaphore(self.config.write_concurrency)
@@ -188,13 +228,9 @@ class Reconciler:
 
         await asyncio.gather(*(bounded(job) for job in jobs))
 
-        alive = {_key(raw) for raw in raw_deployments} - deleting
         for key, released in list(self._released.items()):
-            if key not in alive:
+            if key not in alive and not _still_running(key, agents):
                 released.set()
-        for key in list(self.observations):
-            if key not in alive:
-                del self.observations[key]
         self.last_result = result
         placed = sum(1 for decision in plan.deployments.values() if decision.placed)
         log.info(
@@ -206,6 +242,40 @@ class Reconciler:
             len(result.invalid),
         )
         return result
+
+    async def stop(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
+
+    # ------------------------------------------------------------------ sites
+
+    async def _sync_agents(self, sites: Iterable[InferenceSite]) -> Mapping[str, SiteAgent]:
+        if self.fleet is None or self._backends is None:
+            return {}
+        await self.fleet.sync({site.metadata.name: self._backends(site) for site in sites})
+        return self.fleet.agents()
+
+    def _check(self, agent: SiteAgent) -> SiteCheck:
+        health = agent.health()
+        report = health.report
+        return SiteCheck(
+            reachable=health.reachable,
+            message=health.message,
+            healthy=health.reachable is not False
+            or health.unreachable_for_s <= self.config.unhealthy_after_s,
+            foreign_applications=report.foreign if report is not None else (),
+        )
+
+    def _deploy(self, plan: Plan, world: World, agents: Mapping[str, SiteAgent]) -> None:
+        if not agents:
+            return
+        try:
+            configs = render_site_configs(plan, world)
+        except ApplicationNameConflictError as error:
+            log.error("not deploying: %s", error)
+            return
+        for name, agent in agents.items():
+            agent.want(configs.get(name, {"applications": []}))
 
     # ------------------------------------------------------------------ writes
 
@@ -237,6 +307,7 @@ class Reconciler:
         deployment: ModelDeployment,
         plan: Plan,
         raw_by_key: Mapping[str, RawObject],
+        observed: Mapping[str, Mapping[str, Observation]],
         now: dt.datetime,
         result: ReconcileResult,
     ) -> None:
@@ -249,7 +320,7 @@ class Reconciler:
             decision,
             previous=previous,
             generation=deployment.metadata.generation,
-            observed=self.observations.get(key, {}),
+            observed=observed.get(key, {}),
             now=now,
         )
         new_json = _json(new)
@@ -269,13 +340,20 @@ class Reconciler:
         site: InferenceSite,
         plan: Plan,
         raw_by_key: Mapping[str, RawObject],
+        check: SiteCheck | None,
+        now: dt.datetime,
         result: ReconcileResult,
     ) -> None:
         raw = raw_by_key[site.metadata.name]
         previous_json = self._previous(SITES, site.metadata.name, dict(raw.get("status") or {}))
         previous = InferenceSiteStatus.model_validate(previous_json) if previous_json else None
         new = site_status(
-            plan.sites[site.metadata.name], previous=previous, generation=site.metadata.generation
+            plan.sites[site.metadata.name],
+            previous=previous,
+            generation=site.metadata.generation,
+            check=check,
+            cordoned=site.spec.cordoned,
+            now=now,
         )
         if await self._write(SITES, raw, _json(new), previous_json):
             result.status_writes += 1
@@ -323,6 +401,48 @@ class Reconciler:
                 ObjectRef.of(bad.raw, plural), warning=True, reason="InvalidSpec", message=message
             )
             result.events.append((bad.key, "InvalidSpec"))
+
+
+def _observations(plan: Plan, agents: Mapping[str, SiteAgent]) -> dict[str, dict[str, Observation]]:
+    """What each site reports for each deployment placed on it (nothing without agents)."""
+    observed: dict[str, dict[str, Observation]] = {}
+    for key, decision in plan.deployments.items():
+        name = app_name(*key.split("/", 1))
+        for placement in decision.placements:
+            agent = agents.get(placement.site)
+            if agent is None:
+                continue
+            health = agent.health()
+            if health.reachable is False:
+                observation = Observation(
+                    PlacementState.FAILED, 0, f"site unreachable: {health.message}"
+                )
+            elif not agent.converged or health.report is None:
+                observation = Observation(PlacementState.DEPLOYING, 0, "applying the Serve config")
+            elif name in health.report.applications:
+                app = health.report.applications[name]
+                observation = Observation(app.state, app.ready_replicas, app.message)
+            else:
+                observation = Observation(PlacementState.DEPLOYING, 0, "not started yet")
+            observed.setdefault(key, {})[placement.site] = observation
+    return observed
+
+
+def _still_running(key: str, agents: Mapping[str, SiteAgent]) -> bool:
+    """Whether a reachable site still runs deployment ``key``'s application."""
+    name = app_name(*key.split("/", 1))
+    return any(
+        name in agent.applied_applications() and agent.health().reachable is not False
+        for agent in agents.values()
+    )
+
+
+def _leftovers(agent: SiteAgent, alive: set[str]) -> tuple[str, ...]:
+    """Applications of deleted deployments that an unreachable site still runs."""
+    if agent.health().reachable is not False:
+        return ()
+    wanted = {app_name(*key.split("/", 1)) for key in alive}
+    return tuple(sorted(agent.applied_applications() - wanted))
 
 
 def _is_condition(raw: Mapping[str, Any]) -> bool:

@@ -26,6 +26,8 @@ from soberana.operator.core.placement.plan import DeploymentPlan, SiteUsage
 PLACED = "Placed"
 AVAILABLE = "Available"
 DEGRADED = "Degraded"
+REACHABLE = "Reachable"
+READY = "Ready"
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,73 @@ def _availability(
     return available, degraded
 
 
+@dataclass(frozen=True)
+class SiteCheck:
+    """What the operator last found when it looked at a site."""
+
+    reachable: bool | None  # None: not looked at yet
+    message: str
+    healthy: bool  # False once the site has been unreachable for longer than the grace period
+    foreign_applications: tuple[str, ...] = ()
+    pending_cleanup: tuple[str, ...] = ()  # applications of deleted deployments still there
+
+
+def site_conditions(
+    check: SiteCheck | None, *, cordoned: bool
+) -> list[tuple[str, ConditionStatus, str, str]]:
+    """(type, status, reason, message) of the Reachable and Ready conditions."""
+    if check is None:
+        return [
+            (READY, ConditionStatus.TRUE, "PlacementOnly", "the operator places without deploying"),
+        ]
+    notes = []
+    if check.foreign_applications:
+        notes.append(
+            "applications not managed by soberana (left alone): "
+            + ", ".join(check.foreign_applications)
+        )
+    if check.pending_cleanup:
+        notes.append("to remove once reachable: " + ", ".join(check.pending_cleanup))
+    suffix = "; " + "; ".join(notes) if notes else ""
+    if check.reachable is None:
+        reachable = (REACHABLE, ConditionStatus.UNKNOWN, "NotProbedYet", "not looked at yet")
+    elif check.reachable:
+        reachable = (
+            REACHABLE,
+            ConditionStatus.TRUE,
+            "Reachable",
+            (check.message or "reachable") + suffix,
+        )
+    else:
+        reachable = (REACHABLE, ConditionStatus.FALSE, "Unreachable", check.message + suffix)
+    if not check.healthy:
+        ready = (
+            READY,
+            ConditionStatus.FALSE,
+            "Unreachable",
+            "unreachable for longer than the grace period; deployments are placed elsewhere",
+        )
+    elif cordoned:
+        ready = (READY, ConditionStatus.TRUE, "Cordoned", "cordoned: nothing new is placed here")
+    else:
+        ready = (READY, ConditionStatus.TRUE, "Ready", "deployments may be placed here")
+    return [reachable, ready]
+
+
 def site_status(
-    usage: SiteUsage, *, previous: InferenceSiteStatus | None, generation: int | None
+    usage: SiteUsage,
+    *,
+    previous: InferenceSiteStatus | None,
+    generation: int | None,
+    check: SiteCheck | None,
+    cordoned: bool,
+    now: datetime,
 ) -> InferenceSiteStatus:
-    """A site's status after a plan: what is allocated there. Conditions belong to the prober."""
-    return (previous or InferenceSiteStatus()).model_copy(
+    """A site's status: what is allocated there, and whether it can be reached and used."""
+    stamp = _Stamp(generation, now)
+    base = previous or InferenceSiteStatus()
+    conditions = [stamp(*parts) for parts in site_conditions(check, cordoned=cordoned)]
+    return base.model_copy(
         update={
             "gpus_allocated": usage.gpus_allocated,
             "gpus_total": usage.gpus_total,
@@ -186,6 +250,7 @@ def site_status(
             "deployments": usage.deployments,
             "hourly_cost": round(usage.hourly_cost, 6),
             "observed_generation": generation,
+            "conditions": merge_conditions(base.conditions, conditions),
         }
     )
 

@@ -56,7 +56,8 @@ def deployment(name: str, run: str, *, allowed: list[str], replicas: int = 1) ->
 
 @pytest.fixture
 def operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log")
+    # placement behaviour only: these sites have no Ray cluster behind them
+    process = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", "--placement-only")
     process.start()
     try:
         yield process

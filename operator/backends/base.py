@@ -1,0 +1,50 @@
+"""The interface every site backend implements, and what it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from soberana.operator.core.api import PlacementState
+
+ServeConfig = Mapping[str, Any]
+
+
+class BackendError(Exception):
+    """A site could not be reached or refused a request; the message is shown in conditions."""
+
+
+@dataclass(frozen=True)
+class AppObservation:
+    """One Serve application as its site reports it."""
+
+    state: PlacementState
+    ready_replicas: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """What one look at a site found: its applications, soberana's and anyone else's."""
+
+    applications: Mapping[str, AppObservation] = field(default_factory=dict)
+    foreign: tuple[str, ...] = ()  # applications soberana did not create: reported, never deleted
+    version: str = ""
+
+
+class SiteBackend(Protocol):
+    """Deploys to one site and reports what runs there. Methods raise :class:`BackendError`."""
+
+    async def apply(self, config: ServeConfig) -> None:
+        """Make ``config`` (a ServeDeploySchema body) the site's soberana applications."""
+
+    async def observe(self) -> SiteReport:
+        """What runs at the site now."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+BackendFactory = Callable[[], Awaitable[SiteBackend]]
+"""Makes a site's backend when its agent first needs it (reading Secrets may fail: it retries)."""
