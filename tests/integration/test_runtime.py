@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy.testing
+import openai
 import pytest
 
 from soberana.operator.core.api import ModelDeploymentSpec
@@ -316,3 +317,26 @@ def test_healthz_says_what_is_served_where(
 def test_an_unknown_path_is_a_json_404(served: Served) -> None:
     error = error_of(call("GET", f"{served.chat}/v1/engines"), 404)
     assert error["message"] == "Not Found"
+
+
+def test_the_openai_client_speaks_to_the_runtime(served: Served) -> None:
+    client = openai.OpenAI(base_url=f"{served.chat}/v1", api_key="unused", max_retries=0)
+    (model,) = client.models.list().data
+    completion = client.completions.create(
+        model=model.id, prompt="Where is Lima?", max_tokens=4, temperature=0
+    )
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(
+        model=model.id,
+        messages=[{"role": "user", "content": "Hola"}],
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream]
+    whole = client.chat.completions.create(
+        model=model.id, messages=[{"role": "user", "content": "Hola"}], max_tokens=6, temperature=0
+    )
+    assert "".join(pieces) == whole.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="unknown field"):
+        client.completions.create(model=model.id, prompt="hi", logit_bias={"1": 5})
