@@ -139,7 +139,7 @@ def test_capacity_is_shared_in_contention_order(solver: str) -> None:
     small = plan.deployments["ml/a-small"]
     assert not small.placed
     assert small.reason == (
-        "needs 1 replicas x 1 any-model GPU, but eligible sites have room for 0 (only: 0 free L4)"
+        "needs 1 replica x 1 any-model GPU, but eligible sites have room for 0 (only: 0 free L4)"
     )
     assert small.rejected == {"only": "capacity: 0 of 4 L4 GPUs free; a replica needs 1"}
 

@@ -74,40 +74,67 @@ class Option:
     keep_only: bool = False
 
 
-def screen(
-    spec: ModelDeploymentSpec, site: Site, *, runs_there: bool
-) -> tuple[Option, ...] | Rejection:
-    """Run checks 1 to 8 for one site: the pools a replica may use, or why there are none."""
-    residency_refusal = spec.residency.refusal(site.spec.jurisdiction) if spec.residency else None
-    if residency_refusal is not None:
-        return Rejection(Check.JURISDICTION, f"jurisdiction: {residency_refusal}")
-    selector = spec.placement.site_selector
-    selector_mismatch = selector.mismatch(site.labels) if selector is not None else None
-    if selector_mismatch is not None:
-        return Rejection(Check.SELECTOR, f"selector: {selector_mismatch}")
-    if not site.healthy:
-        return Rejection(Check.UNHEALTHY, "unhealthy: the site is not Ready")
-    if site.spec.cordoned and not runs_there:
-        return Rejection(Check.CORDONED, "cordoned: the site takes nothing new")
-    pools_or_rejection = _fitting_pools(spec, site.spec.gpus)
-    if isinstance(pools_or_rejection, Rejection):
-        return pools_or_rejection
-    latency = _round_trips(spec, site)
-    if spec.traffic and all(math.isinf(ms) for ms in latency):
-        return Rejection(Check.LATENCY, _latency_line(spec, site))
-    gpus = spec.resources.gpus
-    return tuple(
-        Option(
-            site=site.name,
-            gpu_model=pool.model,
-            pool_gpus=pool.count,
-            gpu_hourly_cost=pool.hourly_cost,
-            replica_cost=gpus * pool.hourly_cost,
-            latency_ms=latency,
-            keep_only=site.spec.cordoned,
+class Screen:
+    """Checks 1 to 8 for one deployment, site by site.
+
+    What depends on the deployment alone (such as its residency verdict per jurisdiction) is
+    worked out once, not once per site.
+    """
+
+    def __init__(self, spec: ModelDeploymentSpec) -> None:
+        self._spec = spec
+        self._regions = [source.region for source in spec.traffic]
+        self._slo = spec.latency_slo_ms if spec.latency_slo_ms is not None else math.inf
+        self._by_jurisdiction: dict[str, Rejection | None] = {}
+
+    def __call__(self, site: Site, *, runs_there: bool) -> tuple[Option, ...] | Rejection:
+        """The pools of ``site`` a replica may use, or why there are none."""
+        spec = self._spec
+        rejection = self._residency(site.spec.jurisdiction)
+        if rejection is not None:
+            return rejection
+        selector = spec.placement.site_selector
+        selector_mismatch = selector.mismatch(site.labels) if selector is not None else None
+        if selector_mismatch is not None:
+            return Rejection(Check.SELECTOR, f"selector: {selector_mismatch}")
+        if not site.healthy:
+            return Rejection(Check.UNHEALTHY, "unhealthy: the site is not Ready")
+        if site.spec.cordoned and not runs_there:
+            return Rejection(Check.CORDONED, "cordoned: the site takes nothing new")
+        pools_or_rejection = _fitting_pools(spec, site.spec.gpus)
+        if isinstance(pools_or_rejection, Rejection):
+            return pools_or_rejection
+        latency_ms = site.spec.latency_ms
+        trips = tuple(
+            float(ms)
+            if (ms := latency_ms.get(region)) is not None and ms <= self._slo
+            else math.inf
+            for region in self._regions
         )
-        for pool in pools_or_rejection
-    )
+        if trips and all(math.isinf(ms) for ms in trips):
+            return Rejection(Check.LATENCY, _latency_line(spec, site))
+        gpus = spec.resources.gpus
+        return tuple(
+            Option(
+                site=site.name,
+                gpu_model=pool.model,
+                pool_gpus=pool.count,
+                gpu_hourly_cost=pool.hourly_cost,
+                replica_cost=gpus * pool.hourly_cost,
+                latency_ms=trips,
+                keep_only=site.spec.cordoned,
+            )
+            for pool in pools_or_rejection
+        )
+
+    def _residency(self, jurisdiction: str) -> Rejection | None:
+        if jurisdiction not in self._by_jurisdiction:
+            residency = self._spec.residency
+            refusal = residency.refusal(jurisdiction) if residency is not None else None
+            self._by_jurisdiction[jurisdiction] = (
+                Rejection(Check.JURISDICTION, f"jurisdiction: {refusal}") if refusal else None
+            )
+        return self._by_jurisdiction[jurisdiction]
 
 
 def screen_budget(
@@ -159,15 +186,6 @@ def _fitting_pools(
             Check.GPU_COUNT, f"GPU count: has {has}; a replica needs {gpus} GPUs of one model"
         )
     return by_count
-
-
-def _round_trips(spec: ModelDeploymentSpec, site: Site) -> tuple[float, ...]:
-    slo = spec.latency_slo_ms if spec.latency_slo_ms is not None else math.inf
-    trips = []
-    for source in spec.traffic:
-        ms = site.spec.latency_ms.get(source.region)
-        trips.append(float(ms) if ms is not None and ms <= slo else math.inf)
-    return tuple(trips)
 
 
 def _latency_line(spec: ModelDeploymentSpec, site: Site) -> str:

@@ -86,7 +86,9 @@ def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver
                 change=Change.UNPLACED,
             )
             continue
-        free = problem.capacity - used + problem.gpus_used({demand.key: assignment})
+        free = problem.capacity - used
+        for option, replicas in assignment:
+            free[demand.pool[option]] += replicas * demand.gpus
         placements = _placements(demand, assignment)
         deployments[demand.key] = DeploymentPlan(
             key=demand.key,

@@ -15,6 +15,7 @@ with room, over budget on free GPUs); and finally that no combination meets ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +36,7 @@ def explain_placed(
         if assignment == demand.current
         else ""
     )
+    reference = _Reference.of(demand, assignment)
     lines: dict[str, str] = {}
     for site in problem.sites:
         if site.name in chosen:
@@ -44,7 +46,7 @@ def explain_placed(
         elif _room(demand, free, site.name) == 0:
             lines[site.name] = _capacity_line(demand, free, site.name)
         else:
-            line, better_somehow = _comparison(demand, assignment, site)
+            line, better_somehow = reference.compare(demand, site)
             lines[site.name] = line + (kept_note if better_somehow else "")
     return lines
 
@@ -147,9 +149,9 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
         )
         more = ", ..." if len(by_site) > 2 * _EXAMPLES else ""
         return (
-            f"needs {demand.replicas} replicas x {demand.gpus} {_models(demand)} GPU"
-            f"{'s' if demand.gpus > 1 else ''}{scope}, but eligible sites have room for {total} "
-            f"({details}{more})"
+            f"needs {_counted(demand.replicas, 'replica')} x "
+            f"{_counted(demand.gpus, _models(demand) + ' GPU')}{scope}, but eligible sites have "
+            f"room for {total} ({details}{more})"
         )
     return _set_reason(problem, demand, room, qualifier="eligible site with free GPUs", scope=scope)
 
@@ -165,8 +167,10 @@ def _set_reason(
             within = (
                 f"within latencySLOms {slo}" if slo is not None else "(none lists it in latencyMs)"
             )
-            nearest = _nearest(problem, demand, source.region, usable)
-            return f"no {qualifier}{scope} reaches {source.region} {within}{nearest}"
+            return (
+                f"no {qualifier}{scope} reaches {source.region} {within}"
+                f"{_full_or_nearest(problem, demand, region, usable)}"
+            )
     sites = sorted({demand.options[option].site for option in usable})
     if len(sites) < demand.min_sites:
         return (
@@ -199,37 +203,50 @@ def _cheapest_cost(demand: Demand, usable: IntArray, room: IntArray) -> float:
     return cost
 
 
-def _comparison(demand: Demand, assignment: Assignment, site: Site) -> tuple[str, bool]:
-    """A line comparing ``site`` with the chosen placement, and whether it is better in any way."""
-    here = min(
-        (option for option in demand.options if option.site == site.name),
-        key=lambda option: option.replica_cost,
-    )
-    chosen_price = demand.cost(assignment) / (demand.replicas * demand.gpus)
-    here_parts = [f"{here.gpu_hourly_cost:.2f}/GPU-h {here.gpu_model}"]
-    chosen_parts = [f"{chosen_price:.2f}/GPU-h"]
-    chosen_options = [option for option, _ in assignment]
-    better_somehow = here.gpu_hourly_cost < chosen_price
-    busiest = sorted(
-        range(len(demand.spec.traffic)), key=lambda region: -demand.spec.traffic[region].weight
-    )
-    for region in busiest[:2]:
-        name = demand.spec.traffic[region].region
-        ms = site.spec.latency_ms.get(name)
-        nearest = float(demand.reach[region, chosen_options].min())
-        better_somehow |= ms is not None and ms < nearest
-        here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
-        chosen_parts.append(f"{name} {nearest:.0f} ms")
-    strategy = demand.spec.placement.strategy.value
-    here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
-    return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
+@dataclass(frozen=True)
+class _Reference:
+    """What a deployment's chosen placement offers, for comparing other sites with it."""
+
+    gpu_price: float  # average hourly price of one GPU of the placement
+    regions: tuple[tuple[str, float], ...]  # the busiest traffic regions, RTT to nearest chosen
+
+    @classmethod
+    def of(cls, demand: Demand, assignment: Assignment) -> _Reference:
+        chosen = [option for option, _ in assignment]
+        traffic = demand.spec.traffic
+        busiest = sorted(range(len(traffic)), key=lambda region: -traffic[region].weight)[:2]
+        return cls(
+            gpu_price=demand.cost(assignment) / (demand.replicas * demand.gpus),
+            regions=tuple(
+                (traffic[region].region, float(demand.reach[region, chosen].min()))
+                for region in busiest
+            ),
+        )
+
+    def compare(self, demand: Demand, site: Site) -> tuple[str, bool]:
+        """A line comparing ``site`` with the placement, and whether the site is better somehow."""
+        here = min(
+            (demand.options[index] for index in demand.by_site[site.name]),
+            key=lambda option: option.replica_cost,
+        )
+        here_parts = [f"{here.gpu_hourly_cost:.2f}/GPU-h {here.gpu_model}"]
+        chosen_parts = [f"{self.gpu_price:.2f}/GPU-h"]
+        better_somehow = here.gpu_hourly_cost < self.gpu_price
+        for name, nearest in self.regions:
+            ms = site.spec.latency_ms.get(name)
+            better_somehow |= ms is not None and ms < nearest
+            here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
+            chosen_parts.append(f"{name} {nearest:.0f} ms")
+        strategy = demand.spec.placement.strategy.value
+        here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
+        return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
 
 
 def _capacity_line(demand: Demand, free: IntArray, site: str) -> str:
     pools = [
-        f"{int(free[demand.pool[index]])} of {option.pool_gpus} {option.gpu_model}"
-        for index, option in enumerate(demand.options)
-        if option.site == site
+        f"{int(free[demand.pool[index]])} of {demand.options[index].pool_gpus} "
+        f"{demand.options[index].gpu_model}"
+        for index in demand.by_site[site]
     ]
     return f"capacity: {' and '.join(pools)} GPUs free; a replica needs {demand.gpus}"
 
@@ -239,8 +256,8 @@ def _room(demand: Demand, free: IntArray, site: str) -> int:
     return max(
         (
             min(int(free[demand.pool[index]]) // demand.gpus, demand.replicas)
-            for index, option in enumerate(demand.options)
-            if option.site == site and not option.keep_only
+            for index in demand.by_site.get(site, ())
+            if not demand.keep_only[index]
         ),
         default=0,
     )
@@ -248,24 +265,32 @@ def _room(demand: Demand, free: IntArray, site: str) -> int:
 
 def _free_pools(demand: Demand, free: IntArray, site: str) -> str:
     pools = [
-        f"{int(free[demand.pool[index]])} free {option.gpu_model}"
-        for index, option in enumerate(demand.options)
-        if option.site == site
+        f"{int(free[demand.pool[index]])} free {demand.options[index].gpu_model}"
+        for index in demand.by_site[site]
     ]
     return f"{site}: {', '.join(pools)}"
 
 
-def _nearest(problem: Problem, demand: Demand, region: str, usable: IntArray) -> str:
-    candidates = sorted({demand.options[option].site for option in usable})
+def _full_or_nearest(problem: Problem, demand: Demand, region: int, usable: IntArray) -> str:
+    """The sites in reach of ``region`` that are full or, if none is, the nearest usable one."""
+    in_reach = np.flatnonzero(np.isfinite(demand.reach[region]))
+    full = sorted(
+        {(float(demand.reach[region, option]), demand.options[option].site) for option in in_reach}
+    )
+    if full:
+        described = ", ".join(f"{site} at {ms:.0f} ms" for ms, site in full[:_EXAMPLES])
+        return f" ({described}: no free GPUs)"
+    name = demand.spec.traffic[region].region
+    candidates = {demand.options[option].site for option in usable}
     trips = [
-        (site.spec.latency_ms[region], site.name)
+        (site.spec.latency_ms[name], site.name)
         for site in problem.sites
-        if site.name in candidates and region in site.spec.latency_ms
+        if site.name in candidates and name in site.spec.latency_ms
     ]
     if not trips:
         return ""
-    ms, name = min(trips)
-    return f" (nearest: {name} at {ms} ms)"
+    ms, nearest = min(trips)
+    return f" (nearest: {nearest} at {ms} ms)"
 
 
 def _eligible_sites(problem: Problem, demand: Demand) -> list[Site]:
@@ -280,6 +305,10 @@ def _examples(demand: Demand, sites: Sequence[Site]) -> str:
     if len(sites) > _EXAMPLES:
         shown.append(f"{len(sites) - _EXAMPLES} more")
     return "; ".join(shown)
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _models(demand: Demand) -> str:

@@ -1,9 +1,18 @@
-"""The ``fast`` solver: deployments one at a time in contention order, a local search for each.
+"""The ``fast`` solver: greedy in contention order, then pairwise exchanges.
 
-Running deployments whose placement is still compliant first reserve it, in contention order.
-Then each deployment, in that order, looks for its best placement on the capacity left by those
-before it; a running one moves to it only when that beats its current placement by more than the
-stability penalty.
+Three passes share one ledger of free GPUs per pool:
+
+1. In contention order, each deployment takes its best placement on what those before it left.
+   Running deployments whose placement is still compliant reserve it first, and each moves only
+   when the best alternative beats it by more than the stability penalty.
+2. Exchanges undo what that order cost. The deployments placed worse than they would be on an
+   empty world (their *ideal*) are visited, most harmed first. For each, the deployments holding
+   a pool of its ideal are tried one at a time as partners: both are released, the harmed one
+   places first, the partner second (or back where it was, if that is better), and the exchange
+   stays only if both are placed and their objectives together drop.
+3. Deployments still unplaced get another try, in contention order.
+
+No pass unplaces a deployment, so the contention order decides who is placed.
 
 For one deployment, a steepest-descent local search over sets of GPU pools (at most one per site)
 starts from the empty set and applies the best of three moves — add a pool, drop one, swap one for
@@ -17,6 +26,7 @@ the spread affects, because latency depends on the set alone.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import numpy as np
 
@@ -31,35 +41,167 @@ from soberana.operator.core.placement.problem import (
 
 _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
+_PARTNERS = 8
 _RELATIVE_TOLERANCE = 1e-9
 
 
 def solve_fast(problem: Problem) -> Solution:
-    """Place every deployment it can, greedily in contention order."""
-    free = problem.capacity.copy()
-    reserved: Solution = {}
+    """Place every deployment it can in contention order, then exchange pools where it pays."""
+    ledger = _Ledger(problem.capacity.copy())
+    _place_in_order(problem, ledger)
+    _exchange(problem, ledger)
     for demand in problem.demands:
-        if demand.current is not None and _fits(demand, demand.current, free):
-            _allocate(demand, demand.current, free, sign=-1)
-            reserved[demand.key] = demand.current
-    solution: Solution = {}
-    for demand in problem.demands:
-        kept = reserved.get(demand.key)
-        if kept is not None:
-            _allocate(demand, kept, free, sign=+1)
-        chosen = best_assignment(demand, free)
-        if kept is not None and (
-            chosen is None
-            or not _better(
-                demand.objective(chosen) + problem.penalty(demand, chosen),
-                demand.objective(kept),
-            )
-        ):
-            chosen = kept
+        if demand.key not in ledger.solution and demand.options:
+            ledger.take_best(demand)
+    return ledger.solution
+
+
+class _Ledger:
+    """Free GPUs per pool, each placed deployment's assignment, and who holds each pool."""
+
+    def __init__(self, free: IntArray) -> None:
+        self.free = free
+        self.solution: Solution = {}
+        self.holders: defaultdict[int, set[str]] = defaultdict(set)
+
+    def take(self, demand: Demand, assignment: Assignment) -> None:
+        for option, replicas in assignment:
+            self.free[demand.pool[option]] -= replicas * demand.gpus
+            self.holders[int(demand.pool[option])].add(demand.key)
+        self.solution[demand.key] = assignment
+
+    def take_best(self, demand: Demand) -> Assignment | None:
+        """Place ``demand`` as well as the free GPUs allow; None, taking nothing, if they do not."""
+        chosen = best_assignment(demand, self.free)
         if chosen is not None:
-            _allocate(demand, chosen, free, sign=-1)
-            solution[demand.key] = chosen
-    return solution
+            self.take(demand, chosen)
+        return chosen
+
+    def release(self, demand: Demand) -> Assignment | None:
+        assignment = self.solution.pop(demand.key, None)
+        for option, replicas in assignment or ():
+            self.free[demand.pool[option]] += replicas * demand.gpus
+            self.holders[int(demand.pool[option])].discard(demand.key)
+        return assignment
+
+    def fits(self, demand: Demand, assignment: Assignment) -> bool:
+        return all(
+            self.free[demand.pool[option]] >= replicas * demand.gpus
+            for option, replicas in assignment
+        )
+
+
+def _place_in_order(problem: Problem, ledger: _Ledger) -> None:
+    kept: dict[str, Assignment] = {}
+    for demand in problem.demands:
+        if demand.current is not None and ledger.fits(demand, demand.current):
+            ledger.take(demand, demand.current)
+            kept[demand.key] = demand.current
+    for demand in problem.demands:
+        current = kept.get(demand.key)
+        if current is None:
+            ledger.take_best(demand)
+            continue
+        ledger.release(demand)
+        chosen = best_assignment(demand, ledger.free)
+        better = chosen is not None and _better(
+            problem.value(demand, chosen), problem.value(demand, current)
+        )
+        ledger.take(demand, chosen if chosen is not None and better else current)
+
+
+def _exchange(problem: Problem, ledger: _Ledger) -> None:
+    by_key = {demand.key: demand for demand in problem.demands}
+    ideals = {
+        demand.key: ideal
+        for demand in problem.demands
+        if demand.options and (ideal := best_assignment(demand, problem.capacity)) is not None
+    }
+    unplaced = [
+        demand
+        for demand in problem.demands
+        if demand.key in ideals and demand.key not in ledger.solution
+    ]
+    harmed = sorted(
+        (
+            demand
+            for demand in problem.demands
+            if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) > 0
+        ),
+        key=lambda demand: (-_loss(problem, ledger, demand, ideals), demand.rank),
+    )
+    for demand in [*unplaced, *harmed]:
+        ideal = ideals[demand.key]
+        wanted = {int(demand.pool[option]) for option, _ in ideal}
+        partners = sorted(
+            {key for pool in wanted for key in ledger.holders[pool]} - {demand.key},
+            key=lambda key: by_key[key].rank,
+        )
+        for key in partners[:_PARTNERS]:
+            if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
+                break
+            if _try_exchange(problem, ledger, demand, by_key[key]):
+                break
+
+
+def _loss(
+    problem: Problem, ledger: _Ledger, demand: Demand, ideals: dict[str, Assignment]
+) -> float:
+    """How much worse the placed ``demand`` is than on an empty world (its ideal); 0 if not."""
+    ideal, held = ideals.get(demand.key), ledger.solution[demand.key]
+    if ideal is None or not _better(problem.value(demand, ideal), problem.value(demand, held)):
+        return 0.0
+    return problem.value(demand, held) - problem.value(demand, ideal)
+
+
+def _try_exchange(problem: Problem, ledger: _Ledger, harmed: Demand, partner: Demand) -> bool:
+    """Re-place ``harmed`` then ``partner``; keep that if both fit and it pays.
+
+    It pays when ``harmed`` was unplaced, or when their objectives together drop.
+    """
+    old = {harmed.key: ledger.release(harmed), partner.key: ledger.release(partner)}
+    before = sum(
+        problem.value(demand, assignment)
+        for demand, assignment in ((harmed, old[harmed.key]), (partner, old[partner.key]))
+        if assignment is not None
+    )
+    first = ledger.take_best(harmed)
+    second = _best_or_back(problem, ledger, partner, old[partner.key]) if first else None
+    if (
+        first is not None
+        and second is not None
+        and (
+            old[harmed.key] is None
+            or _better(problem.value(harmed, first) + problem.value(partner, second), before)
+        )
+    ):
+        return True
+    ledger.release(harmed)
+    ledger.release(partner)
+    for demand in (harmed, partner):
+        assignment = old[demand.key]
+        if assignment is not None:
+            ledger.take(demand, assignment)
+    return False
+
+
+def _best_or_back(
+    problem: Problem, ledger: _Ledger, demand: Demand, previous: Assignment | None
+) -> Assignment | None:
+    """Place ``demand`` at its best, or back at ``previous`` if that still fits and is no worse."""
+    chosen = best_assignment(demand, ledger.free)
+    if (
+        previous is not None
+        and ledger.fits(demand, previous)
+        and (
+            chosen is None
+            or not _better(problem.value(demand, chosen), problem.value(demand, previous))
+        )
+    ):
+        chosen = previous
+    if chosen is not None:
+        ledger.take(demand, chosen)
+    return chosen
 
 
 def best_assignment(demand: Demand, free: IntArray) -> Assignment | None:
@@ -78,24 +220,37 @@ def _search(demand: Demand, room: IntArray) -> list[int]:
     chosen: list[int] = []
     score = math.inf
     for _ in range(_MAX_MOVES):
-        best_score, best_set = score, chosen
-        # Each base plus one more pool: base == chosen is an "add", chosen minus one a "swap".
-        bases = [chosen] + [chosen[:i] + chosen[i + 1 :] for i in range(len(chosen))]
-        for number, base in enumerate(bases):
-            candidates = usable[~np.isin(demand.site[usable], demand.site[base])]
-            if candidates.size:
-                scores = _scores_with(demand, room, base, candidates)
-                best = int(np.argmin(scores))
-                if _better(float(scores[best]), best_score):
-                    best_score, best_set = float(scores[best]), [*base, int(candidates[best])]
-            if number and base:  # a "drop"
-                dropped = _scores_with(demand, room, base[:-1], np.array(base[-1:]))
-                if _better(float(dropped[0]), best_score):
-                    best_score, best_set = float(dropped[0]), base
-        if best_set is chosen:
+        moves = []
+        if len(chosen) < demand.replicas:  # add a pool
+            moves.append(_best_addition(demand, room, usable, chosen))
+        # With one pool chosen, a swap would redo the first step, which found the best pool.
+        for index in range(len(chosen) if len(chosen) > 1 else 0):
+            rest = chosen[:index] + chosen[index + 1 :]
+            moves.append(_best_addition(demand, room, usable, rest))  # swap one pool
+            moves.append((_score_of(demand, room, rest), rest))  # drop one pool
+        best_score, best_set = min(moves, key=lambda move: move[0], default=(math.inf, chosen))
+        if not _better(best_score, score):
             break
         chosen, score = sorted(best_set), best_score
     return chosen
+
+
+def _best_addition(
+    demand: Demand, room: IntArray, usable: IntArray, base: list[int]
+) -> tuple[float, list[int]]:
+    """The best set of ``base`` plus one pool at another site, with its score."""
+    candidates = usable
+    for taken in demand.site[base]:
+        candidates = candidates[demand.site[candidates] != taken]
+    if not candidates.size:
+        return math.inf, base
+    scores = _scores_with(demand, room, base, candidates)
+    best = int(np.argmin(scores))
+    return float(scores[best]), [*base, int(candidates[best])]
+
+
+def _score_of(demand: Demand, room: IntArray, chosen: list[int]) -> float:
+    return float(_scores_with(demand, room, chosen[:-1], np.array(chosen[-1:]))[0])
 
 
 def _scores_with(
@@ -151,17 +306,6 @@ def _spread(demand: Demand, chosen: list[int], room: IntArray) -> Assignment | N
     if rest:
         return None
     return tuple(sorted(counts.items()))
-
-
-def _fits(demand: Demand, assignment: Assignment, free: IntArray) -> bool:
-    return all(
-        free[demand.pool[option]] >= replicas * demand.gpus for option, replicas in assignment
-    )
-
-
-def _allocate(demand: Demand, assignment: Assignment, free: IntArray, *, sign: int) -> None:
-    for option, replicas in assignment:
-        free[demand.pool[option]] += sign * replicas * demand.gpus
 
 
 def _better(score: float, than: float) -> bool:

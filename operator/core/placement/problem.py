@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from soberana.operator.core.placement.eligibility import (
     Check,
     Option,
     Rejection,
-    screen,
+    Screen,
     screen_budget,
 )
 from soberana.operator.core.placement.options import PlacementOptions
@@ -81,7 +81,12 @@ class Demand:
     """
 
     deployment: Deployment
+    key: str
     rank: int
+    replicas: int  # reserved: replicas, or autoscaling's maximum
+    gpus: int  # per replica
+    min_sites: int
+    budget: float  # inf without a budget
     options: tuple[Option, ...]
     rejections: Mapping[str, Rejection]
     pool: IntArray
@@ -93,30 +98,11 @@ class Demand:
     latency_weight: float
     current: Assignment | None  # the running placement, when keepable
     keep_only: npt.NDArray[np.bool_]  # options usable only by keeping ``current``
-
-    @property
-    def key(self) -> str:
-        return self.deployment.key
+    by_site: Mapping[str, tuple[int, ...]]  # option indices at each eligible site
 
     @property
     def spec(self) -> ModelDeploymentSpec:
         return self.deployment.spec
-
-    @property
-    def replicas(self) -> int:
-        return self.spec.reserved_replicas
-
-    @property
-    def gpus(self) -> int:
-        return self.spec.resources.gpus
-
-    @property
-    def min_sites(self) -> int:
-        return self.spec.placement.min_sites
-
-    @property
-    def budget(self) -> float:
-        return self.spec.budget.max_hourly_cost if self.spec.budget is not None else math.inf
 
     def cost(self, assignment: Assignment) -> float:
         return sum(replicas * float(self.price[option]) for option, replicas in assignment)
@@ -172,10 +158,14 @@ class Problem:
             return 0.0
         return self.move_threshold * demand.objective(demand.current)
 
+    def value(self, demand: Demand, assignment: Assignment) -> float:
+        """What placing ``demand`` as ``assignment`` adds to the plan objective."""
+        return demand.objective(assignment) + self.penalty(demand, assignment)
+
     def score(self, solution: Solution) -> float:
         """The plan objective: objectives of the placed deployments plus stability penalties."""
         return sum(
-            demand.objective(solution[demand.key]) + self.penalty(demand, solution[demand.key])
+            self.value(demand, solution[demand.key])
             for demand in self.demands
             if demand.key in solution
         )
@@ -204,33 +194,34 @@ def build_problem(world: World, current: Current, options: PlacementOptions) -> 
         for site in sites
         for gpu in sorted(site.spec.gpus, key=lambda gpu: gpu.model)
     )
-    ranked = sorted(
-        world.deployments,
-        key=lambda deployment: (
-            not current.get(deployment.key),
-            -deployment.spec.reserved_replicas * deployment.spec.resources.gpus,
-            deployment.key,
-        ),
-    )
     layout = _Layout(
         pool_index={(pool.site, pool.gpu_model): index for index, pool in enumerate(pools)},
         site_index={site.name: index for index, site in enumerate(sites)},
+    )
+    demands = [
+        _demand(
+            deployment,
+            sites=sites,
+            running=current.get(deployment.key, ()),
+            layout=layout,
+            settings=options,
+        )
+        for deployment in world.deployments
+    ]
+    ranked = sorted(
+        demands,
+        key=lambda demand: (
+            not current.get(demand.key),
+            len(demand.by_site),
+            -demand.replicas * demand.gpus,
+            demand.key,
+        ),
     )
     return Problem(
         sites=sites,
         pools=pools,
         capacity=np.array([pool.gpus for pool in pools], dtype=np.int64),
-        demands=tuple(
-            _demand(
-                deployment,
-                rank=rank,
-                sites=sites,
-                running=current.get(deployment.key, ()),
-                layout=layout,
-                settings=options,
-            )
-            for rank, deployment in enumerate(ranked)
-        ),
+        demands=tuple(replace(demand, rank=rank) for rank, demand in enumerate(ranked)),
         move_threshold=options.move_threshold,
     )
 
@@ -244,7 +235,6 @@ class _Layout:
 def _demand(
     deployment: Deployment,
     *,
-    rank: int,
     sites: Sequence[Site],
     running: Sequence[Allocation],
     layout: _Layout,
@@ -254,8 +244,9 @@ def _demand(
     running_sites = {allocation.site for allocation in running}
     rejections: dict[str, Rejection] = {}
     by_site: dict[str, tuple[Option, ...]] = {}
+    screen = Screen(spec)
     for site in sites:
-        screened = screen(spec, site, runs_there=site.name in running_sites)
+        screened = screen(site, runs_there=site.name in running_sites)
         if isinstance(screened, Rejection):
             rejections[site.name] = screened
         else:
@@ -287,7 +278,12 @@ def _demand(
     best_latency = float(weights @ np.where(np.isfinite(best_trips), best_trips, 0.0))
     return Demand(
         deployment=deployment,
-        rank=rank,
+        key=deployment.key,
+        rank=0,  # set once every demand is known
+        replicas=spec.reserved_replicas,
+        gpus=spec.resources.gpus,
+        min_sites=spec.placement.min_sites,
+        budget=spec.budget.max_hourly_cost if spec.budget is not None else math.inf,
         options=tuple(options),
         rejections=rejections,
         pool=np.array(
@@ -302,7 +298,15 @@ def _demand(
         latency_weight=latency_weight / max(best_latency, settings.latency_floor_ms),
         current=current,
         keep_only=np.array([option.keep_only for option in options], dtype=np.bool_),
+        by_site=_indices_by_site(options),
     )
+
+
+def _indices_by_site(options: Sequence[Option]) -> dict[str, tuple[int, ...]]:
+    by_site: dict[str, list[int]] = {}
+    for index, option in enumerate(options):
+        by_site.setdefault(option.site, []).append(index)
+    return {site: tuple(indices) for site, indices in by_site.items()}
 
 
 def _keepable(
