@@ -155,6 +155,23 @@ def test_running_deployments_are_not_evicted_for_new_ones() -> None:
     assert not plan.deployments["ml/large"].placed
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_deployments_with_fewer_eligible_sites_come_first(solver: str) -> None:
+    scene = world(
+        [
+            site("cheap", labels={"zone": "x"}, gpus=[("L4", 1, 24, 0.5)]),
+            site("dear", gpus=[("L4", 1, 24, 2.0)]),
+        ],
+        [
+            deployment("a-flexible", placement={"strategy": "cost"}),
+            deployment("b-pinned", placement={"siteSelector": {"matchLabels": {"zone": "x"}}}),
+        ],
+    )
+    plan = checked(scene, solver)
+    assert sites_of(plan, "ml/b-pinned") == {"cheap": 1}
+    assert sites_of(plan, "ml/a-flexible") == {"dear": 1}
+
+
 def test_unplaced_capacity_reason_has_numbers() -> None:
     scene = world(
         [site("br1", "BR", gpus=[("L4", 2, 24, 1.0)]), site("us1", "US")],

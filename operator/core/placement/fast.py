@@ -5,11 +5,13 @@ Three passes share one ledger of free GPUs per pool:
 1. In contention order, each deployment takes its best placement on what those before it left.
    Running deployments whose placement is still compliant reserve it first, and each moves only
    when the best alternative beats it by more than the stability penalty.
-2. Exchanges undo what that order cost. The deployments placed worse than they would be on an
-   empty world (their *ideal*) are visited, most harmed first. For each, the deployments holding
-   a pool of its ideal are tried one at a time as partners: both are released, the harmed one
-   places first, the partner second (or back where it was, if that is better), and the exchange
-   stays only if both are placed and their objectives together drop.
+2. Exchanges undo what that order cost. The deployments still unplaced, then those placed more
+   than 10 % worse than they would be on an empty world (their *ideal*), most harmed first, are
+   visited. For each, a few deployments holding a pool of its ideal, the most flexible first (most
+   eligible sites), are tried one at a time as partners: both are released, the harmed one places
+   first, the partner second (or back where it was, if that is better), and the exchange stays
+   only if both are placed and, unless the harmed one was unplaced, their objectives together
+   drop.
 3. Deployments still unplaced get another try, in contention order.
 
 No pass unplaces a deployment, so the contention order decides who is placed.
@@ -41,7 +43,8 @@ from soberana.operator.core.placement.problem import (
 
 _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
-_PARTNERS = 8
+_PARTNERS = 4
+_WORTH_EXCHANGING = 0.1
 _RELATIVE_TOLERANCE = 1e-9
 
 
@@ -126,16 +129,17 @@ def _exchange(problem: Problem, ledger: _Ledger) -> None:
         (
             demand
             for demand in problem.demands
-            if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) > 0
+            if demand.key in ledger.solution
+            and _loss(problem, ledger, demand, ideals)
+            > _WORTH_EXCHANGING * problem.value(demand, ideals[demand.key])
         ),
         key=lambda demand: (-_loss(problem, ledger, demand, ideals), demand.rank),
     )
     for demand in [*unplaced, *harmed]:
-        ideal = ideals[demand.key]
-        wanted = {int(demand.pool[option]) for option, _ in ideal}
+        wanted = {int(demand.pool[option]) for option, _ in ideals[demand.key]}
         partners = sorted(
             {key for pool in wanted for key in ledger.holders[pool]} - {demand.key},
-            key=lambda key: by_key[key].rank,
+            key=lambda key: (-len(by_key[key].by_site), by_key[key].rank),
         )
         for key in partners[:_PARTNERS]:
             if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
@@ -261,17 +265,25 @@ def _scores_with(
     replicas = demand.replicas
     if sites > replicas:
         return np.full(candidates.size, math.inf)
-    price, candidate_price = demand.price, demand.price[candidates]
+    candidate_price = demand.price[candidates]
     # Cost: one replica per pool, the rest to the cheapest spare slots of base and candidate.
-    spare = np.sort(np.repeat(price[base], room[base] - 1))
-    cumulative = np.concatenate(([0.0], np.cumsum(spare)))
     rest = replicas - sites
-    cheaper_in_base = np.minimum(np.searchsorted(spare, candidate_price, side="right"), rest)
-    on_candidate = np.minimum(room[candidates] - 1, rest - cheaper_in_base)
-    on_base = rest - on_candidate
-    shortfall = np.maximum(on_base - spare.size, 0)
-    on_base = np.minimum(on_base, spare.size)
-    cost = price[base].sum() + candidate_price * (1 + on_candidate) + cumulative[on_base]
+    if base:
+        spare = np.sort(np.repeat(demand.price[base], room[base] - 1))
+        cumulative = np.concatenate(([0.0], np.cumsum(spare)))
+        cheaper_in_base = np.minimum(np.searchsorted(spare, candidate_price, side="right"), rest)
+        on_candidate = np.minimum(room[candidates] - 1, rest - cheaper_in_base)
+        on_base = rest - on_candidate
+        shortfall = np.maximum(on_base - spare.size, 0)
+        cost = (
+            demand.price[base].sum()
+            + candidate_price * (1 + on_candidate)
+            + cumulative[np.minimum(on_base, spare.size)]
+        )
+    else:
+        on_candidate = np.minimum(room[candidates] - 1, rest)
+        shortfall = rest - on_candidate
+        cost = candidate_price * (1 + on_candidate)
     # Latency: each region to its nearest pool; uncovered regions count as infeasible.
     if demand.weights.size:
         nearest = (

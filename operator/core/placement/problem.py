@@ -19,8 +19,9 @@ alternative is better by more than that fraction. A plan's objective is the sum 
 deployments of their objectives plus these penalties.
 
 Contention order. When capacity is short, deployments are served in this order: running ones
-before new ones (a running model is not evicted to make room for a new one), then larger GPU demand
-(replicas x GPUs per replica) first, which packs better, then by ``namespace/name``.
+before new ones (a running model is not evicted to make room for a new one); then those with fewer
+eligible sites (they have fewer alternatives); then larger GPU demand (replicas x GPUs per
+replica), which packs better; then by ``namespace/name``.
 """
 
 from __future__ import annotations
