@@ -1,0 +1,135 @@
+"""``soberana router``: the global router, in front of every site."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from soberana.serving.router.app import RouterSettings
+from soberana.serving.router.forward import ForwardSettings
+from soberana.serving.router.server import ServerOptions, run
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("router")
+@click.option(
+    "--routes",
+    type=_FILE,
+    default=None,
+    metavar="FILE",
+    help="Static routing table (YAML: sites and models). Without it, the table is read from "
+    "the API server's InferenceSites and ModelDeployments and kept current.",
+)
+@click.option(
+    "--kubeconfig",
+    type=_FILE,
+    default=None,
+    help="Kubeconfig for the API server (default: the in-cluster account, $KUBECONFIG, or "
+    "~/.kube/config).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--region",
+    default=None,
+    help="Client region of requests without an X-Soberana-Region header, such as br-southeast.",
+)
+@click.option(
+    "--api-keys",
+    type=_FILE,
+    default=None,
+    metavar="FILE",
+    help="Require a bearer API key listed in FILE (YAML: tenant, key or sha256, residency). "
+    "Reloaded when it changes.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 16),
+    default=ForwardSettings.max_attempts,
+    show_default=True,
+    help="Most sites one request is tried on.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0.01),
+    default=ForwardSettings.connect_timeout_s,
+    show_default=True,
+    help="Seconds to connect to a site before trying the next.",
+)
+@click.option(
+    "--response-timeout",
+    type=click.FloatRange(min=0.01),
+    default=ForwardSettings.response_timeout_s,
+    show_default=True,
+    help="Seconds a site may stay silent (before its headers or between chunks).",
+)
+@click.option(
+    "--failure-threshold",
+    type=click.IntRange(1),
+    default=RouterSettings.failure_threshold,
+    show_default=True,
+    help="Consecutive failures that open a site's circuit breaker.",
+)
+@click.option(
+    "--open-for",
+    type=click.FloatRange(min=0.01),
+    default=RouterSettings.open_for_s,
+    show_default=True,
+    help="Seconds an open breaker waits before letting one probe request through.",
+)
+@click.option(
+    "--otlp-endpoint",
+    envvar="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    default=None,
+    metavar="URL",
+    help="Export traces over OTLP/HTTP to URL, such as http://collector:4318/v1/traces. "
+    "Default: export nothing.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def router(
+    routes: Path | None,
+    kubeconfig: Path | None,
+    host: str,
+    port: int,
+    region: str | None,
+    api_keys: Path | None,
+    max_attempts: int,
+    connect_timeout: float,
+    response_timeout: float,
+    failure_threshold: int,
+    open_for: float,
+    otlp_endpoint: str | None,
+    verbose: bool,
+) -> None:
+    """Send each request to the best compliant, healthy site, never across a jurisdiction."""
+    if routes is not None and kubeconfig is not None:
+        raise click.UsageError("give --routes or --kubeconfig, not both")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    forward = ForwardSettings(
+        max_attempts=max_attempts,
+        connect_timeout_s=connect_timeout,
+        response_timeout_s=response_timeout,
+    )
+    settings = RouterSettings(
+        region=region,
+        forward=forward,
+        failure_threshold=failure_threshold,
+        open_for_s=open_for,
+    )
+    run(
+        ServerOptions(
+            host=host,
+            port=port,
+            routes=routes,
+            kubeconfig=kubeconfig,
+            api_keys=api_keys,
+            otlp_endpoint=otlp_endpoint,
+            settings=settings,
+        )
+    )

@@ -1,0 +1,373 @@
+"""The router's HTTP service: endpoints, callers and scopes, and the wiring around the policy.
+
+Endpoints:
+
+- ``POST /v1/chat/completions``, ``POST /v1/completions``: OpenAI-compatible; the body's
+  ``"model": "<namespace>/<name>"`` picks the model; streamed answers pass through as they come.
+- ``GET /v1/models``: the models in the routing table, in OpenAI's list shape.
+- ``GET|POST /models/<namespace>/<name>/<path>``: any other API of a model, such as ``/predict``.
+- ``/healthz`` (the process runs), ``/readyz`` (a routing table is loaded), ``/metrics``.
+
+Each request is scoped by its caller (an API key, when keys are configured), its residency
+(``X-Soberana-Residency: BR,CL``, narrowed further by the key's) and its client region
+(``X-Soberana-Region``, else the router's own); :func:`~soberana.serving.router.policy.decide`
+turns that into candidates, and :class:`~soberana.serving.router.forward.Forwarder` tries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry import trace
+
+from soberana.serving.router.auth import ApiKeys, Caller
+from soberana.serving.router.breaker import CircuitBreaker
+from soberana.serving.router.errors import error_response
+from soberana.serving.router.forward import (
+    HOP_BY_HOP,
+    Forwarded,
+    Forwarder,
+    ForwardSettings,
+    Outbound,
+)
+from soberana.serving.router.health import HealthBook
+from soberana.serving.router.metrics import CONTENT_TYPE, RouterMetrics
+from soberana.serving.router.policy import Decision, RequestScope, Restriction, decide
+from soberana.serving.router.table import RoutingTable
+from soberana.serving.router.telemetry import Telemetry, make_telemetry
+
+log = logging.getLogger(__name__)
+
+RESIDENCY_HEADER = "X-Soberana-Residency"
+REGION_HEADER = "X-Soberana-Region"
+
+_JURISDICTION = re.compile(r"^[A-Z]{2}$")
+_REGION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MODEL_KEY = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    region: str | None = None  # the client region of requests that name none
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
+    failure_threshold: int = 3  # consecutive failures that open a site's breaker
+    open_for_s: float = 1.0  # how long a breaker stays open before its first probe
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+class Router:
+    """The live state of one router: its table, keys, what it saw of each site, and metrics."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry or make_telemetry()
+        self.clock = clock
+        self.table = RoutingTable()
+        self.api_keys: ApiKeys | None = None
+        self.has_table = False
+        self.health = HealthBook(
+            lambda: CircuitBreaker(settings.failure_threshold, settings.open_for_s)
+        )
+        self.metrics = RouterMetrics(self.health, lambda: self.table, clock)
+
+    def set_table(self, table: RoutingTable) -> None:
+        self.table = table
+        self.has_table = True
+        self.health.keep_only(set(table.sites))
+
+    def set_api_keys(self, keys: ApiKeys) -> None:
+        self.api_keys = keys
+
+
+Background = Callable[[], Awaitable[None]]
+"""A task that runs as long as the application, such as a routing table source."""
+
+
+def router_app(router: Router, background: Sequence[Background] = ()) -> web.Application:
+    """The aiohttp application of ``router``; ``background`` tasks run while it is up."""
+    app = web.Application(client_max_size=router.settings.max_body_bytes)
+    handlers = _Handlers(router)
+    app.router.add_post("/v1/chat/completions", handlers.openai)
+    app.router.add_post("/v1/completions", handlers.openai)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_route("*", "/models/{namespace}/{name}/{path:.*}", handlers.model_api)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+        ) as session:
+            handlers.forwarder = Forwarder(
+                session, router.health, router.metrics, router.clock, router.settings.forward
+            )
+            tasks = [asyncio.create_task(_logged(task)) for task in background]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                router.telemetry.shutdown()
+
+    app.cleanup_ctx.append(lifetime)
+    return app
+
+
+async def _logged(task: Background) -> None:
+    try:
+        await task()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("a background task of the router stopped")
+        raise
+
+
+class _RefusedError(Exception):
+    """A request the router answers itself, with an error response."""
+
+    def __init__(self, response: web.Response, outcome: str) -> None:
+        self.response = response
+        self.outcome = outcome
+
+
+class _Handlers:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.forwarder: Forwarder | None = None
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        return await self._route(request, request.path, body, request.raw_path, _model_of(body))
+
+    async def model_api(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        path = request.raw_path.removeprefix(f"/models/{namespace}/{name}")
+        body = await request.read()
+        route = "/models/{namespace}/{name}/{path}"
+        return await self._route(request, route, body, path, f"{namespace}/{name}")
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._caller(request)
+        except _RefusedError as refused:
+            return refused.response
+        data = [
+            {"id": key, "object": "model", "created": 0, "owned_by": "soberana"}
+            for key in sorted(self.router.table.models)
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.router.has_table:
+            return web.json_response({"status": "no routing table loaded yet"}, status=503)
+        table = self.router.table
+        return web.json_response(
+            {"status": "ok", "models": len(table.models), "sites": len(table.sites)}
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.router.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    async def _route(
+        self, request: web.Request, route: str, body: bytes, path: str, model_key: str | None
+    ) -> web.StreamResponse:
+        router = self.router
+        received = router.clock()
+        span = router.telemetry.start_request_span(f"{request.method} {route}", request.headers)
+        model = site = ""  # metric labels: only models in the table, to bound their number
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                caller = self._caller(request)
+                if caller is not None:
+                    span.set_attribute("soberana.tenant", caller.tenant)
+                scope = self._scope(request, caller)
+                decision = self._decide(self._model_key(model_key), scope, span)
+                model = decision.model.key
+                outbound = self._outbound(request, body, path, span)
+                assert self.forwarder is not None
+                forwarded = await self.forwarder.forward(request, decision, outbound)
+                site = forwarded.site or ""
+                response, outcome = self._answer(decision, forwarded, span)
+                if forwarded.site is not None:
+                    added = router.clock() - received - forwarded.upstream_wait_s
+                    router.metrics.added_latency.observe(added)
+            except _RefusedError as refused:
+                response, outcome = refused.response, refused.outcome
+            span.set_attributes(
+                {"http.response.status_code": response.status, "soberana.outcome": outcome}
+            )
+        router.metrics.requests.labels(model, site, outcome).inc()
+        return response
+
+    def _caller(self, request: web.Request) -> Caller | None:
+        keys = self.router.api_keys
+        if keys is None:
+            return None
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        caller = keys.identify(presented.strip()) if scheme.lower() == "bearer" else None
+        if caller is None:
+            raise _RefusedError(
+                error_response(
+                    401,
+                    "invalid_api_key",
+                    "a valid API key is required: send it as 'Authorization: Bearer <key>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                ),
+                "unauthorized",
+            )
+        return caller
+
+    def _scope(self, request: web.Request, caller: Caller | None) -> RequestScope:
+        restrictions: list[Restriction] = []
+        header = request.headers.get(RESIDENCY_HEADER)
+        if header is not None:
+            codes = [code.strip().upper() for code in header.split(",") if code.strip()]
+            if not codes or not all(_JURISDICTION.match(code) for code in codes):
+                raise _RefusedError(
+                    error_response(
+                        400,
+                        "invalid_residency",
+                        f"{RESIDENCY_HEADER} must list ISO 3166-1 alpha-2 codes separated by "
+                        f"commas, such as 'BR,CL'; got {header[:100]!r}",
+                        param=RESIDENCY_HEADER,
+                    ),
+                    "bad_request",
+                )
+            restrictions.append(Restriction(frozenset(codes), RESIDENCY_HEADER))
+        if caller is not None and caller.residency is not None:
+            restrictions.append(
+                Restriction(caller.residency, f"the API key of tenant {caller.tenant}")
+            )
+        region = request.headers.get(REGION_HEADER, self.router.settings.region)
+        if region is not None and not _REGION.match(region):
+            raise _RefusedError(
+                error_response(
+                    400,
+                    "invalid_region",
+                    f"{REGION_HEADER} must be a region id such as 'br-southeast'; "
+                    f"got {region[:100]!r}",
+                    param=REGION_HEADER,
+                ),
+                "bad_request",
+            )
+        return RequestScope(region=region, restrictions=tuple(restrictions))
+
+    def _model_key(self, model_key: str | None) -> str:
+        if model_key is None or not _MODEL_KEY.match(model_key):
+            raise _RefusedError(
+                error_response(
+                    400,
+                    "invalid_model",
+                    'the request must name its model as "<namespace>/<name>" in "model"',
+                    param="model",
+                ),
+                "bad_request",
+            )
+        return model_key
+
+    def _decide(self, model_key: str, scope: RequestScope, span: trace.Span) -> Decision:
+        router = self.router
+        if not router.has_table:
+            raise _RefusedError(
+                error_response(503, "not_ready", "the router has not loaded its routing table"),
+                "not_ready",
+            )
+        model = router.table.models.get(model_key)
+        if model is None:
+            raise _RefusedError(
+                error_response(
+                    404,
+                    "model_not_found",
+                    f"model {model_key} is not in the routing table",
+                    param="model",
+                ),
+                "model_not_found",
+            )
+        decision = decide(router.table, model, scope, router.health, router.clock())
+        span.set_attributes(
+            {
+                "soberana.model": model_key,
+                "soberana.client_region": scope.region or "",
+                "soberana.candidates": [c.site.name for c in decision.candidates],
+                "soberana.excluded": [str(exclusion) for exclusion in decision.exclusions],
+            }
+        )
+        if not decision.candidates:
+            raise _RefusedError(
+                error_response(503, "no_compliant_site", decision.refusal()),
+                "no_compliant_site",
+            )
+        return decision
+
+    def _outbound(self, request: web.Request, body: bytes, path: str, span: trace.Span) -> Outbound:
+        strip_authorization = self.router.api_keys is not None  # the router's key, not the site's
+        headers = CIMultiDict(
+            (name, value)
+            for name, value in request.headers.items()
+            if name.lower() not in HOP_BY_HOP
+            and not (strip_authorization and name.lower() == "authorization")
+        )
+        carrier: dict[str, str] = {}
+        self.router.telemetry.inject(span, carrier)
+        headers.update(carrier)
+        return Outbound(request.method, path, headers, body)
+
+    def _answer(
+        self, decision: Decision, forwarded: Forwarded, span: trace.Span
+    ) -> tuple[web.StreamResponse, str]:
+        span.set_attribute("soberana.retries", len(forwarded.failures))
+        if forwarded.failures:
+            span.set_attribute("soberana.failures", [str(f) for f in forwarded.failures])
+        if forwarded.site is not None:
+            chosen = next(c for c in decision.candidates if c.site.name == forwarded.site)
+            span.set_attributes(
+                {"soberana.site": forwarded.site, "soberana.reason": chosen.reason()}
+            )
+        if forwarded.response is not None:
+            outcome = "aborted" if forwarded.aborted else _outcome(forwarded.response.status)
+            return forwarded.response, outcome
+        reasons = "; ".join(str(x) for x in (*decision.exclusions, *forwarded.failures))
+        message = f"no compliant site could serve model {decision.model.key}: {reasons}"
+        return error_response(503, "no_compliant_site", message), "no_compliant_site"
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return "client_error" if status < 500 else "server_error"
+
+
+def _model_of(body: bytes) -> str | None:
+    try:
+        document: Any = json.loads(body)
+    except ValueError:
+        return None
+    model = document.get("model") if isinstance(document, dict) else None
+    return model if isinstance(model, str) else None

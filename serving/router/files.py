@@ -1,0 +1,67 @@
+"""Follow a YAML file (the static routes, the API keys) and hand on each valid version of it.
+
+Mounted ConfigMaps and Secrets change in place, so the file is polled: when its identity, size
+or modification time changes it is parsed again. A version that does not parse is logged and
+ignored; the last good one stays in force, so a bad edit never empties the router's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class FileFollower(Generic[T]):
+    def __init__(
+        self,
+        path: Path,
+        parse: Callable[[Any], T],
+        publish: Callable[[T], None],
+        interval_s: float = 2.0,
+    ) -> None:
+        self.path = path
+        self._parse = parse
+        self._publish = publish
+        self._interval_s = interval_s
+        self._seen: tuple[int, int, int] | None = None
+
+    def load(self) -> T:
+        """Read, parse and publish the file now; raises when it is missing or invalid."""
+        seen = self._identity()
+        value = self._parse(yaml.safe_load(self.path.read_text()))
+        self._seen = seen
+        self._publish(value)
+        return value
+
+    async def follow(self) -> None:
+        """Reload the file whenever it changes, until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                if self._identity() != self._seen:
+                    self.load()
+                    log.info("reloaded %s", self.path)
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                # pydantic's ValidationError is a ValueError
+                log.warning("kept the previous %s: %s", self.path, error)
+                self._seen = self._identity_or_none()
+
+    def _identity(self) -> tuple[int, int, int]:
+        status = os.stat(self.path)
+        return status.st_ino, status.st_size, status.st_mtime_ns
+
+    def _identity_or_none(self) -> tuple[int, int, int] | None:
+        try:
+            return self._identity()
+        except OSError:
+            return None

@@ -1,0 +1,245 @@
+"""Send a request to the decision's candidates in turn until one answers, and relay its answer.
+
+An attempt fails on a connection error, a timeout or a 5xx status; the next candidate is then
+tried, at most ``max_attempts`` in all, as long as nothing has reached the client. Each attempt
+feeds the site's health: requests in flight, latency to the response headers, and its breaker.
+
+A response of known length up to ``buffer_limit`` is read whole before the client sees a byte, so
+a site that dies halfway through it is retried too. Anything else (Server-Sent Events, chunked or
+large bodies) is relayed chunk by chunk as it arrives; if the site fails after the first chunk
+went out, the client's connection is aborted rather than ended, so that the truncation shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from soberana.serving.router.health import HealthBook, SiteHealth
+from soberana.serving.router.metrics import RouterMetrics
+from soberana.serving.router.policy import Candidate, Decision, Exclusion
+
+log = logging.getLogger(__name__)
+
+SITE_HEADER = "X-Soberana-Site"
+"""Response header naming the site that served the request."""
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+"""Headers that describe one connection, not the message, and are never passed on."""
+
+_RETRIABLE = (aiohttp.ClientError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """The request as it goes to a site: the path after the model's prefix, headers and body."""
+
+    method: str
+    path: str  # with its query string, percent-encoded as received
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass
+class Forwarded:
+    """What came of a request: the response the client got (None: no site answered)."""
+
+    response: web.StreamResponse | None = None
+    site: str | None = None
+    upstream_wait_s: float = 0.0  # the serving site's time to its response headers
+    failures: list[Exclusion] = field(default_factory=list)
+    aborted: bool = False  # the site failed after the response had started
+    server_error: web.Response | None = None  # the last 5xx answer of a site
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    max_attempts: int = 3
+    connect_timeout_s: float = 1.0
+    response_timeout_s: float = 60.0
+    buffer_limit_bytes: int = 1024 * 1024
+
+
+class Forwarder:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        health: HealthBook,
+        metrics: RouterMetrics,
+        clock: Callable[[], float],
+        settings: ForwardSettings,
+    ) -> None:
+        self._session = session
+        self._health = health
+        self._metrics = metrics
+        self._clock = clock
+        self._settings = settings
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.response_timeout_s,
+        )
+
+    async def forward(
+        self, client: web.Request, decision: Decision, outbound: Outbound
+    ) -> Forwarded:
+        result = Forwarded()
+        attempts = 0
+        for candidate in decision.candidates:
+            if attempts == self._settings.max_attempts:
+                break
+            refusal = self._health[candidate.site.name].breaker.refusal(self._clock())
+            if refusal is not None:  # opened by other requests since the decision
+                result.failures.append(Exclusion(candidate.site.name, refusal))
+                continue
+            attempts += 1
+            result.response = await self._attempt(client, decision, candidate, outbound, result)
+            if result.response is not None:
+                return result
+        # every attempt failed; if the last site answered a 5xx, pass that answer on
+        result.response = result.server_error
+        return result
+
+    async def _attempt(
+        self,
+        client: web.Request,
+        decision: Decision,
+        candidate: Candidate,
+        outbound: Outbound,
+        result: Forwarded,
+    ) -> web.StreamResponse | None:
+        """One try at one site: the response the client got, or None when the site failed."""
+        site = candidate.site
+        assert site.url is not None
+        health = self._health[site.name]
+        started = self._clock()
+        probe = health.breaker.on_attempt(started)
+        health.in_flight += 1
+        url = URL(site.url + decision.model.path_prefix + outbound.path, encoded=True)
+        settled = False
+        try:
+            async with self._session.request(
+                outbound.method,
+                url,
+                headers=outbound.headers,
+                data=outbound.body or None,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as upstream:
+                waited = self._clock() - started
+                self._metrics.upstream_latency.labels(site.name).observe(waited)
+                if upstream.status >= 500:
+                    result.server_error = await self._buffered(upstream, site.name)
+                    raise _ServerError(f"answered {upstream.status}")
+                if self._fits_buffer(upstream):
+                    response = await self._buffered(upstream, site.name)
+                    settled = self._succeed(health, waited, result, site.name)
+                    return response
+                settled = self._succeed(health, waited, result, site.name)
+                return await self._streamed(client, upstream, site.name, result)
+        except (*_RETRIABLE, _ServerError) as error:
+            settled = True
+            health.breaker.on_failure(self._clock(), probe=probe)
+            kind = _kind(error)
+            self._metrics.retries.labels(decision.model.key, site.name, kind).inc()
+            result.failures.append(Exclusion(site.name, _describe(error)))
+            return None
+        finally:
+            health.in_flight -= 1
+            if not settled:  # cancelled: the client went away before the site answered
+                health.breaker.on_abandoned(probe=probe)
+
+    def _succeed(self, health: SiteHealth, waited: float, result: Forwarded, site: str) -> bool:
+        health.observe_latency(waited * 1000)
+        health.breaker.on_success()
+        result.site = site
+        result.upstream_wait_s = waited
+        return True
+
+    def _fits_buffer(self, upstream: aiohttp.ClientResponse) -> bool:
+        length = upstream.content_length
+        return (
+            length is not None
+            and length <= self._settings.buffer_limit_bytes
+            and upstream.content_type != "text/event-stream"
+        )
+
+    async def _buffered(self, upstream: aiohttp.ClientResponse, site: str) -> web.Response:
+        body = await upstream.read()
+        return web.Response(
+            status=upstream.status, body=body, headers=_response_headers(upstream.headers, site)
+        )
+
+    async def _streamed(
+        self,
+        client: web.Request,
+        upstream: aiohttp.ClientResponse,
+        site: str,
+        result: Forwarded,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=upstream.status, headers=_response_headers(upstream.headers, site)
+        )
+        await response.prepare(client)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except _RETRIABLE as error:
+            log.warning("site %s failed mid-response: %s", site, _describe(error))
+            result.aborted = True
+            if client.transport is not None:
+                client.transport.abort()
+            return response
+        except ConnectionResetError:  # the client went away
+            upstream.close()
+            return response
+        await response.write_eof()
+        return response
+
+
+class _ServerError(Exception):
+    """The site answered with a 5xx status."""
+
+
+def _response_headers(upstream: CIMultiDictProxy[str], site: str) -> CIMultiDict[str]:
+    headers = CIMultiDict(
+        (name, value) for name, value in upstream.items() if name.lower() not in HOP_BY_HOP
+    )
+    headers[SITE_HEADER] = site
+    return headers
+
+
+def _kind(error: Exception) -> str:
+    """A short, bounded name for what went wrong, for metric labels."""
+    if isinstance(error, _ServerError):
+        return "server_error"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "connection_error"
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, _ServerError):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
