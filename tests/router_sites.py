@@ -153,7 +153,9 @@ async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running_router(router: Router, background: tuple[Background, ...] = ()) -> AsyncIterator[str]:
+async def running_router(
+    router: Router, background: tuple[Background, ...] = ()
+) -> AsyncIterator[str]:
     """Serve ``router`` on a free loopback port; yields its base URL."""
     async with serving(router_app(router, background)) as url:
         yield url
