@@ -333,7 +333,9 @@ def test_replanning_a_plan_changes_nothing(solver: str) -> None:
     assert {key: plan.change for key, plan in second.deployments.items()} == {
         key: Change.UNCHANGED for key in first.current
     } | {key: Change.UNPLACED for key, plan in first.deployments.items() if not plan.placed}
-    assert second.to_json() == first.to_json()
+    assert {key: plan.placements for key, plan in second.deployments.items()} == {
+        key: plan.placements for key, plan in first.deployments.items()
+    }
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -4,7 +4,11 @@ Three passes share one ledger of free GPUs per pool:
 
 1. In contention order, each deployment takes its best placement on what those before it left.
    Running deployments whose placement is still compliant reserve it first, and each moves only
-   when the best alternative beats it by more than the stability penalty.
+   when the best alternative beats it by more than the stability penalty. New placements are
+   searched with a toll on each contested pool (one that more deployments want, on an empty world,
+   than it holds): the regret per GPU of the best bid the pool cannot hold, a deployment's regret
+   being what it loses by taking its next best placement instead. Deployments with little to lose
+   so look elsewhere first, and leave contested pools to those that need them.
 2. Exchanges undo what that order cost. The deployments still unplaced, then those placed more
    than 10 % worse than they would be on an empty world (their *ideal*), most harmed first, are
    visited. For each, a few deployments holding a pool of its ideal, the most flexible first (most
@@ -12,7 +16,8 @@ Three passes share one ledger of free GPUs per pool:
    first, the partner second (or back where it was, if that is better), and the exchange stays
    only if both are placed and, unless the harmed one was unplaced, their objectives together
    drop.
-3. Deployments still unplaced get another try, in contention order.
+3. In contention order, each deployment moves into free GPUs if that is better for it, and those
+   still unplaced get another try.
 
 No pass unplaces a deployment, so the contention order decides who is placed.
 
@@ -45,17 +50,21 @@ _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
 _PARTNERS = 4
 _WORTH_EXCHANGING = 0.1
+_NO_ALTERNATIVE = 1e3
 _RELATIVE_TOLERANCE = 1e-9
 
 
 def solve_fast(problem: Problem) -> Solution:
     """Place every deployment it can in contention order, then exchange pools where it pays."""
     ledger = _Ledger(problem.capacity.copy())
-    _place_in_order(problem, ledger)
-    _exchange(problem, ledger)
-    for demand in problem.demands:
-        if demand.key not in ledger.solution and demand.options:
-            ledger.take_best(demand)
+    ideals = {
+        demand.key: ideal
+        for demand in problem.demands
+        if demand.options and (ideal := best_assignment(demand, problem.capacity)) is not None
+    }
+    _place_in_order(problem, ledger, _tolls(problem, ideals))
+    _exchange(problem, ledger, ideals)
+    _settle(problem, ledger)
     return ledger.solution
 
 
@@ -94,7 +103,7 @@ class _Ledger:
         )
 
 
-def _place_in_order(problem: Problem, ledger: _Ledger) -> None:
+def _place_in_order(problem: Problem, ledger: _Ledger, tolls: FloatArray) -> None:
     kept: dict[str, Assignment] = {}
     for demand in problem.demands:
         if demand.current is not None and ledger.fits(demand, demand.current):
@@ -103,7 +112,11 @@ def _place_in_order(problem: Problem, ledger: _Ledger) -> None:
     for demand in problem.demands:
         current = kept.get(demand.key)
         if current is None:
-            ledger.take_best(demand)
+            chosen = best_assignment(demand, ledger.free, tolls) or best_assignment(
+                demand, ledger.free
+            )
+            if chosen is not None:
+                ledger.take(demand, chosen)
             continue
         ledger.release(demand)
         chosen = best_assignment(demand, ledger.free)
@@ -113,13 +126,42 @@ def _place_in_order(problem: Problem, ledger: _Ledger) -> None:
         ledger.take(demand, chosen if chosen is not None and better else current)
 
 
-def _exchange(problem: Problem, ledger: _Ledger) -> None:
+def _tolls(problem: Problem, ideals: dict[str, Assignment]) -> FloatArray:
+    """A price per GPU on each pool that more deployments want, ideally, than it can hold.
+
+    Each deployment bids on the pools of its ideal placement what it would lose by taking its
+    next best instead (its regret); a pool's toll is the regret per GPU of the best bid it cannot
+    hold, so that deployments with less to lose look elsewhere first.
+    """
+    bids: dict[int, list[tuple[float, int]]] = {}
+    for demand in problem.demands:
+        ideal = ideals.get(demand.key)
+        if ideal is None:
+            continue
+        blocked = problem.capacity.copy()
+        blocked[demand.pool[[option for option, _ in ideal]]] = 0
+        second = best_assignment(demand, blocked)
+        regret = (
+            problem.value(demand, second) - problem.value(demand, ideal)
+            if second is not None
+            else _NO_ALTERNATIVE
+        )
+        for option, replicas in ideal:
+            gpus = replicas * demand.gpus
+            bids.setdefault(int(demand.pool[option]), []).append((regret / gpus, gpus))
+    tolls = np.zeros(len(problem.pools))
+    for pool, offers in bids.items():
+        room = int(problem.capacity[pool])
+        for per_gpu, gpus in sorted(offers, reverse=True):
+            if gpus > room:
+                tolls[pool] = per_gpu
+                break
+            room -= gpus
+    return tolls
+
+
+def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> None:
     by_key = {demand.key: demand for demand in problem.demands}
-    ideals = {
-        demand.key: ideal
-        for demand in problem.demands
-        if demand.options and (ideal := best_assignment(demand, problem.capacity)) is not None
-    }
     unplaced = [
         demand
         for demand in problem.demands
@@ -156,6 +198,20 @@ def _loss(
     if ideal is None or not _better(problem.value(demand, ideal), problem.value(demand, held)):
         return 0.0
     return problem.value(demand, held) - problem.value(demand, ideal)
+
+
+def _settle(problem: Problem, ledger: _Ledger) -> None:
+    """In contention order, move each deployment into free GPUs where that is better for it."""
+    for demand in problem.demands:
+        held = ledger.release(demand)
+        chosen = best_assignment(demand, ledger.free) if demand.options else None
+        if held is not None and (
+            chosen is None
+            or not _better(problem.value(demand, chosen), problem.value(demand, held))
+        ):
+            chosen = held
+        if chosen is not None:
+            ledger.take(demand, chosen)
 
 
 def _try_exchange(problem: Problem, ledger: _Ledger, harmed: Demand, partner: Demand) -> bool:
@@ -208,30 +264,38 @@ def _best_or_back(
     return chosen
 
 
-def best_assignment(demand: Demand, free: IntArray) -> Assignment | None:
-    """The best placement the local search finds on ``free`` GPUs per pool, if any is feasible."""
+def best_assignment(
+    demand: Demand, free: IntArray, tolls: FloatArray | None = None
+) -> Assignment | None:
+    """The best placement the local search finds on ``free`` GPUs per pool, if any is feasible.
+
+    ``tolls`` (objective per GPU, by pool) are charged on top of the objective while searching.
+    """
     room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
     room[demand.keep_only] = 0
-    chosen = _search(demand, room)
+    price = demand.price
+    if tolls is not None:
+        price = price + tolls[demand.pool] * demand.gpus / demand.cost_weight
+    chosen = _search(demand, room, price)
     if not chosen:
         return None
-    assignment = _spread(demand, chosen, room)
+    assignment = _spread(demand, chosen, room, price)
     return assignment if assignment is not None and demand.admits(assignment) else None
 
 
-def _search(demand: Demand, room: IntArray) -> list[int]:
+def _search(demand: Demand, room: IntArray, price: FloatArray) -> list[int]:
     usable = np.flatnonzero(room > 0)
     chosen: list[int] = []
     score = math.inf
     for _ in range(_MAX_MOVES):
         moves = []
         if len(chosen) < demand.replicas:  # add a pool
-            moves.append(_best_addition(demand, room, usable, chosen))
+            moves.append(_best_addition(demand, room, price, usable, chosen))
         # With one pool chosen, a swap would redo the first step, which found the best pool.
         for index in range(len(chosen) if len(chosen) > 1 else 0):
             rest = chosen[:index] + chosen[index + 1 :]
-            moves.append(_best_addition(demand, room, usable, rest))  # swap one pool
-            moves.append((_score_of(demand, room, rest), rest))  # drop one pool
+            moves.append(_best_addition(demand, room, price, usable, rest))  # swap one pool
+            moves.append((_score_of(demand, room, price, rest), rest))  # drop one pool
         best_score, best_set = min(moves, key=lambda move: move[0], default=(math.inf, chosen))
         if not _better(best_score, score):
             break
@@ -240,7 +304,7 @@ def _search(demand: Demand, room: IntArray) -> list[int]:
 
 
 def _best_addition(
-    demand: Demand, room: IntArray, usable: IntArray, base: list[int]
+    demand: Demand, room: IntArray, price: FloatArray, usable: IntArray, base: list[int]
 ) -> tuple[float, list[int]]:
     """The best set of ``base`` plus one pool at another site, with its score."""
     candidates = usable
@@ -248,35 +312,35 @@ def _best_addition(
         candidates = candidates[demand.site[candidates] != taken]
     if not candidates.size:
         return math.inf, base
-    scores = _scores_with(demand, room, base, candidates)
+    scores = _scores_with(demand, room, price, base, candidates)
     best = int(np.argmin(scores))
     return float(scores[best]), [*base, int(candidates[best])]
 
 
-def _score_of(demand: Demand, room: IntArray, chosen: list[int]) -> float:
-    return float(_scores_with(demand, room, chosen[:-1], np.array(chosen[-1:]))[0])
+def _score_of(demand: Demand, room: IntArray, price: FloatArray, chosen: list[int]) -> float:
+    return float(_scores_with(demand, room, price, chosen[:-1], np.array(chosen[-1:]))[0])
 
 
 def _scores_with(
-    demand: Demand, room: IntArray, base: list[int], candidates: IntArray
+    demand: Demand, room: IntArray, price: FloatArray, base: list[int], candidates: IntArray
 ) -> FloatArray:
     """The score of ``base`` plus each candidate pool, vectorised over the candidates."""
     sites = len(base) + 1
     replicas = demand.replicas
     if sites > replicas:
         return np.full(candidates.size, math.inf)
-    candidate_price = demand.price[candidates]
+    candidate_price = price[candidates]
     # Cost: one replica per pool, the rest to the cheapest spare slots of base and candidate.
     rest = replicas - sites
     if base:
-        spare = np.sort(np.repeat(demand.price[base], room[base] - 1))
+        spare = np.sort(np.repeat(price[base], room[base] - 1))
         cumulative = np.concatenate(([0.0], np.cumsum(spare)))
         cheaper_in_base = np.minimum(np.searchsorted(spare, candidate_price, side="right"), rest)
         on_candidate = np.minimum(room[candidates] - 1, rest - cheaper_in_base)
         on_base = rest - on_candidate
         shortfall = np.maximum(on_base - spare.size, 0)
         cost = (
-            demand.price[base].sum()
+            price[base].sum()
             + candidate_price * (1 + on_candidate)
             + cumulative[np.minimum(on_base, spare.size)]
         )
@@ -307,11 +371,13 @@ def _scores_with(
     return scores
 
 
-def _spread(demand: Demand, chosen: list[int], room: IntArray) -> Assignment | None:
+def _spread(
+    demand: Demand, chosen: list[int], room: IntArray, price: FloatArray
+) -> Assignment | None:
     """One replica per chosen pool, the rest on the cheapest pools with room; None if too few."""
     counts = dict.fromkeys(chosen, 1)
     rest = demand.replicas - len(chosen)
-    for option in sorted(chosen, key=lambda option: (demand.price[option], option)):
+    for option in sorted(chosen, key=lambda option: (price[option], option)):
         extra = min(int(room[option]) - 1, rest)
         counts[option] += extra
         rest -= extra
