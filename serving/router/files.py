@@ -47,14 +47,21 @@ class FileFollower(Generic[T]):
         """Reload the file whenever it changes, until cancelled."""
         while True:
             await asyncio.sleep(self._interval_s)
-            try:
-                if self._identity() != self._seen:
-                    self.load()
-                    log.info("reloaded %s", self.path)
-            except (OSError, ValueError, yaml.YAMLError) as error:
-                # pydantic's ValidationError is a ValueError
-                log.warning("kept the previous %s: %s", self.path, error)
-                self._seen = self._identity_or_none()
+            self.reload_if_changed()
+
+    def reload_if_changed(self) -> bool:
+        """Load the file again if it changed since last seen; True when a new version took."""
+        try:
+            if self._identity() == self._seen:
+                return False
+            self.load()
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            # pydantic's ValidationError is a ValueError
+            log.warning("kept the previous %s: %s", self.path, error)
+            self._seen = self._identity_or_none()
+            return False
+        log.info("reloaded %s", self.path)
+        return True
 
     def _identity(self) -> tuple[int, int, int]:
         status = os.stat(self.path)
