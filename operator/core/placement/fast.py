@@ -5,21 +5,22 @@ Three passes share one ledger of free GPUs per pool:
 1. In contention order, each deployment takes its best placement on what those before it left.
    Running deployments whose placement is still compliant reserve it first, and each moves only
    when the best alternative beats it by more than the stability penalty. New placements are
-   searched with a toll on each contested pool (one that more deployments want, on an empty world,
-   than it holds): the regret per GPU of the best bid the pool cannot hold, a deployment's regret
-   being what it loses by taking its next best placement instead. Deployments with little to lose
-   so look elsewhere first, and leave contested pools to those that need them.
+   searched with a toll on each contested pool, one that more deployments want for their *ideal*
+   placement (their best on an empty world) than it holds: the toll is the regret per GPU of the
+   best bid the pool cannot hold, a deployment's regret being what it loses by taking its next
+   best placement instead of its ideal. Deployments with little to lose so look elsewhere first,
+   and leave contested pools to those that need them.
 2. Exchanges undo what that order cost. The deployments still unplaced, then those placed more
-   than 10 % worse than they would be on an empty world (their *ideal*), most harmed first, are
-   visited. For each, a few deployments holding a pool of its ideal, the most flexible first (most
-   eligible sites), are tried one at a time as partners: both are released, the harmed one places
-   first, the partner second (or back where it was, if that is better), and the exchange stays
-   only if both are placed and, unless the harmed one was unplaced, their objectives together
-   drop.
+   than 10 % worse than their ideal, most harmed first, are visited. For each, a few deployments
+   holding a pool of its ideal, the most flexible first (most eligible sites), are tried one at a
+   time as partners: both are released, the harmed one places first, the partner second (or back
+   where it was, if that is better), and the exchange stays only if both are placed and, unless
+   the harmed one was unplaced, their objectives together drop.
 3. In contention order, each deployment moves into free GPUs if that is better for it, and those
    still unplaced get another try.
 
-No pass unplaces a deployment, so the contention order decides who is placed.
+No pass unplaces a deployment an earlier one placed, so the contention order decides who gets
+capacity first.
 
 For one deployment, a steepest-descent local search over sets of GPU pools (at most one per site)
 starts from the empty set and applies the best of three moves — add a pool, drop one, swap one for
@@ -64,7 +65,7 @@ def solve_fast(problem: Problem) -> Solution:
     }
     _place_in_order(problem, ledger, _tolls(problem, ideals))
     _exchange(problem, ledger, ideals)
-    _settle(problem, ledger)
+    _settle(problem, ledger, ideals)
     return ledger.solution
 
 
@@ -200,20 +201,6 @@ def _loss(
     return problem.value(demand, held) - problem.value(demand, ideal)
 
 
-def _settle(problem: Problem, ledger: _Ledger) -> None:
-    """In contention order, move each deployment into free GPUs where that is better for it."""
-    for demand in problem.demands:
-        held = ledger.release(demand)
-        chosen = best_assignment(demand, ledger.free) if demand.options else None
-        if held is not None and (
-            chosen is None
-            or not _better(problem.value(demand, chosen), problem.value(demand, held))
-        ):
-            chosen = held
-        if chosen is not None:
-            ledger.take(demand, chosen)
-
-
 def _try_exchange(problem: Problem, ledger: _Ledger, harmed: Demand, partner: Demand) -> bool:
     """Re-place ``harmed`` then ``partner``; keep that if both fit and it pays.
 
@@ -264,6 +251,22 @@ def _best_or_back(
     return chosen
 
 
+def _settle(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> None:
+    """In contention order, move each deployment into free GPUs where that is better for it."""
+    for demand in problem.demands:
+        if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
+            continue  # as good as on an empty world
+        held = ledger.release(demand)
+        chosen = best_assignment(demand, ledger.free) if demand.options else None
+        if held is not None and (
+            chosen is None
+            or not _better(problem.value(demand, chosen), problem.value(demand, held))
+        ):
+            chosen = held
+        if chosen is not None:
+            ledger.take(demand, chosen)
+
+
 def best_assignment(
     demand: Demand, free: IntArray, tolls: FloatArray | None = None
 ) -> Assignment | None:
@@ -295,7 +298,8 @@ def _search(demand: Demand, room: IntArray, price: FloatArray) -> list[int]:
         for index in range(len(chosen) if len(chosen) > 1 else 0):
             rest = chosen[:index] + chosen[index + 1 :]
             moves.append(_best_addition(demand, room, price, usable, rest))  # swap one pool
-            moves.append((_score_of(demand, room, price, rest), rest))  # drop one pool
+            if len(rest) >= demand.min_sites:  # drop one pool (fewer sites can only be worse)
+                moves.append((_score_of(demand, room, price, rest), rest))
         best_score, best_set = min(moves, key=lambda move: move[0], default=(math.inf, chosen))
         if not _better(best_score, score):
             break
