@@ -43,6 +43,7 @@ def solve_optimal(problem: Problem, fast: Solution, options: PlacementOptions) -
     if not model.variables:
         return {}
     undecided = [demand for demand in model.demands if demand.key not in fast]
+    admitted = None
     if undecided:
         ranks = len(problem.demands) + 1
         weights = {
@@ -52,12 +53,12 @@ def solve_optimal(problem: Problem, fast: Solution, options: PlacementOptions) -
         if admitted is None:
             return None
         for demand in undecided:
-            placed = admitted[model.placed[demand.key]] > 0.5
-            model.lower[model.placed[demand.key]] = model.upper[model.placed[demand.key]] = placed
+            column = model.placed[demand.key]
+            model.lower[column] = model.upper[column] = float(admitted[column] > 0.5)
     values = model.solve(options, objective=None)
-    if values is None:
-        return None
-    return model.solution(values)
+    if values is None:  # the second solve found nothing in time: the first one's is feasible too
+        values = admitted
+    return None if values is None else model.solution(values)
 
 
 @dataclass

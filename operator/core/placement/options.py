@@ -26,7 +26,7 @@ class PlacementOptions:
     latency_floor_ms: float = 5.0
     cost_floor: float = 0.01
     time_limit_s: float | None = 120.0
-    mip_rel_gap: float = 1e-6
+    mip_rel_gap: float = 1e-4
 
     def __post_init__(self) -> None:
         if not 0 <= self.move_threshold < 1:
