@@ -30,6 +30,7 @@ class SiteReport:
 
     applications: Mapping[str, AppObservation] = field(default_factory=dict)
     foreign: tuple[str, ...] = ()  # applications soberana did not create: reported, never deleted
+    present: frozenset[str] = frozenset()  # every application name there, even while deleting
     version: str = ""
 
 

@@ -167,7 +167,11 @@ class KubeRayBackend:
         )
         mine = next((item for item in items if item["metadata"]["name"] == ours), None)
         report = observe_rayservice(mine or {}, self._applied)
-        return SiteReport(applications=report.applications, foreign=foreign)
+        return SiteReport(
+            applications=report.applications,
+            foreign=foreign,
+            present=frozenset(report.applications),
+        )
 
     async def close(self) -> None:
         await self._api.close()

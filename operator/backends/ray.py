@@ -130,7 +130,14 @@ class RayDashboardBackend:
             applications={
                 name: observe_application(app) for name, app in applications.items() if owned(app)
             },
-            foreign=tuple(sorted(name for name, app in applications.items() if not owned(app))),
+            foreign=tuple(
+                sorted(
+                    name
+                    for name, app in applications.items()
+                    if not owned(app) and app.get("status") != "DELETING"
+                )
+            ),
+            present=frozenset(applications),
             version=str((version or {}).get("ray_version", "")),
         )
 

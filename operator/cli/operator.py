@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -106,6 +107,8 @@ def operator(
         placement=PlacementOptions(move_threshold=move_threshold),
     )
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
+    # the API client logs whole response bodies at DEBUG, Secrets included: never let it
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     kopf.run(
         registry=build_registry(config, str(kubeconfig) if kubeconfig else None),
         clusterwide=not namespaces,

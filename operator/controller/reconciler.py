@@ -258,6 +258,10 @@ class Reconciler:
     def _check(self, agent: SiteAgent) -> SiteCheck:
         health = agent.health()
         report = health.report
+        grace_left = self.config.unhealthy_after_s - health.unreachable_for_s
+        if health.reachable is False and grace_left >= 0:
+            # nothing else may change when the grace period ends: plan again then
+            asyncio.get_running_loop().call_later(grace_left + 0.1, self.trigger)
         return SiteCheck(
             reachable=health.reachable,
             message=health.message,
@@ -429,12 +433,16 @@ def _observations(plan: Plan, agents: Mapping[str, SiteAgent]) -> dict[str, dict
 
 
 def _still_running(key: str, agents: Mapping[str, SiteAgent]) -> bool:
-    """Whether a reachable site still runs deployment ``key``'s application."""
+    """Whether a reachable site still runs deployment ``key``'s application, or may."""
     name = app_name(*key.split("/", 1))
-    return any(
-        name in agent.applied_applications() and agent.health().reachable is not False
-        for agent in agents.values()
-    )
+    for agent in agents.values():
+        health = agent.health()
+        if health.reachable is False:
+            continue  # cleaned when it returns; its status says so meanwhile
+        present = health.report.present if health.report is not None else frozenset()
+        if name in agent.applied_applications() or name in present:
+            return True
+    return False
 
 
 def _leftovers(agent: SiteAgent, alive: set[str]) -> tuple[str, ...]:

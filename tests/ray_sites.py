@@ -1,0 +1,144 @@
+"""Real local Ray clusters standing in for GPU sites: ``ray start --head`` with their own ports.
+
+Each site is a separate Ray cluster (its own GCS, dashboard, temp dir and port ranges) with Serve
+listening on its own HTTP port, as a site operator would run it. Ray declares GPUs the machine need
+not have, so replicas that ask for one schedule and then compute on the CPU. A site is stopped by
+ending its whole process group — ``ray stop`` would stop every cluster on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from soberana.operator.devenv.controlplane import free_port, wait_for
+from tests.httpjson import call
+
+_RAY = Path(sys.executable).with_name("ray")
+
+
+@dataclass
+class RaySite:
+    """One running Ray cluster with Serve; ``stop`` ends every process it started."""
+
+    name: str
+    temp_dir: Path
+    gcs_port: int
+    dashboard_port: int
+    serve_port: int
+    token: str
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        # raylet children may outlive the `ray start --block` parent: end the whole group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+
+
+def start_ray_site(
+    name: str, root: Path, *, worker_ports: tuple[int, int], num_gpus: int = 2
+) -> RaySite:
+    """Start a Ray head with its dashboard, then Serve on a free port; wait until both answer."""
+    temp_dir = Path(f"/tmp/sob-{name}-{os.getpid()}")  # Ray's socket paths must stay short
+    site = RaySite(
+        name=name,
+        temp_dir=temp_dir,
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        serve_port=free_port(),
+        token=secrets.token_hex(32),
+        log=root / f"ray-{name}.log",
+    )
+    # each cluster gets its own token, passed explicitly rather than through ~/.ray/auth_token
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": site.token,
+    }
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    argv = [
+        str(_RAY),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--port={site.gcs_port}",
+        f"--temp-dir={temp_dir}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={site.dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--min-worker-port={worker_ports[0]}",
+        f"--max-worker-port={worker_ports[1]}",
+        "--num-cpus=2",
+        f"--num-gpus={num_gpus}",
+        "--object-store-memory=200000000",
+    ]
+    with site.log.open("ab") as out:
+        site.process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def dashboard_up() -> bool:
+        assert site.alive(), f"ray start exited:\n{site.log.read_text()[-3000:]}"
+        try:
+            return call("GET", f"{site.dashboard_url}/api/version", headers=site.auth).status == 200
+        except OSError:
+            return False
+
+    wait_for(dashboard_up, timeout=180, interval=0.5, what=f"Ray site {name}'s dashboard")
+    script = textwrap.dedent(
+        f"""
+        import ray
+        from ray import serve
+        ray.init(address="127.0.0.1:{site.gcs_port}", log_to_driver=False)
+        serve.start(http_options={{"host": "127.0.0.1", "port": {site.serve_port}}})
+        """
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert started.returncode == 0, f"serve start failed on {name}:\n{started.stderr[-3000:]}"
+    return site
