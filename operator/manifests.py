@@ -18,9 +18,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from soberana.operator.core.api import API_VERSION, GROUP, InferenceSite, ModelDeployment
-
-DEFAULT_NAMESPACE = "default"
+from soberana.operator.core.api import (
+    API_VERSION,
+    DEFAULT_NAMESPACE,
+    GROUP,
+    InferenceSite,
+    ModelDeployment,
+)
 
 _KINDS: dict[str, type[InferenceSite] | type[ModelDeployment]] = {
     "InferenceSite": InferenceSite,

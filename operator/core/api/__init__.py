@@ -6,6 +6,7 @@ them (see :mod:`soberana.operator.core.crds`), field descriptions included.
 
 from soberana.operator.core.api.base import (
     API_VERSION,
+    DEFAULT_NAMESPACE,
     GROUP,
     VERSION,
     SecretKeySelector,
@@ -48,6 +49,7 @@ from soberana.operator.core.api.site import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_NAMESPACE",
     "GROUP",
     "VERSION",
     "Autoscaling",

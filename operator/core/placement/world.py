@@ -12,14 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from soberana.operator.core.api import (
+    DEFAULT_NAMESPACE,
     ConditionStatus,
     InferenceSite,
     InferenceSiteSpec,
     ModelDeployment,
     ModelDeploymentSpec,
 )
-
-DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True)
