@@ -1,9 +1,4 @@
-"""``soberana plan``: where the ModelDeployments in some YAML files would run, without a cluster.
-
-Objects that carry a status (``kubectl get -o yaml`` output) count as they are: a site whose
-Ready condition is False is unhealthy, and ``status.placements`` is the running placement, so the
-plan shows what would move.
-"""
+"""``soberana plan``: where the ModelDeployments in some YAML files would run, without a cluster."""
 
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ from pathlib import Path
 import click
 
 from soberana.operator.core.placement import (
+    Change,
     Plan,
     World,
     current_allocations,
@@ -48,7 +44,13 @@ from soberana.operator.manifests import ManifestError, load_manifests
     help="fast: the operator's heuristic. optimal: an exact MILP (slower).",
 )
 def plan(paths: tuple[Path, ...], output: str, solver: str) -> None:
-    """Show where soberana would place the ModelDeployments found in the InferenceSites found."""
+    """Show where ModelDeployments would run on InferenceSites, without a cluster.
+
+    Reads both kinds from YAML files and directories (other objects are skipped). An object with
+    a status, as `kubectl get -o yaml` writes it, counts as it is: a site whose Ready condition
+    is False is unhealthy, and status.placements is what runs now: the plan then says which
+    deployments it keeps and which it moves.
+    """
     try:
         manifests = load_manifests(paths)
     except ManifestError as error:
@@ -91,7 +93,7 @@ def _deployments(result: Plan) -> str:
             rows.append(
                 [
                     key if first else "",
-                    "yes" if first else "",
+                    _PLACED[deployment.change] if first else "",
                     f"{deployment.hourly_cost:.2f}" if first else "",
                     entry.site,
                     str(entry.replicas),
@@ -104,8 +106,12 @@ def _deployments(result: Plan) -> str:
     for cells in lines[1:]:
         placed = cells[1].strip()
         if placed:
-            cells[1] = click.style(cells[1], fg="green" if placed == "yes" else "red")
+            cells[1] = click.style(cells[1], fg=_COLOURS[placed])
     return _joined(lines)
+
+
+_PLACED = {Change.PLACED: "yes", Change.UNCHANGED: "kept", Change.MOVED: "moved"}
+_COLOURS = {"yes": "green", "kept": "green", "moved": "yellow", "no": "red"}
 
 
 def _rejections(result: Plan) -> str:

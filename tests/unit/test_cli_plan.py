@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import yaml
 from click.testing import CliRunner
 
 from soberana.operator.cli import main
+from soberana.operator.core.api import (
+    Condition,
+    ConditionStatus,
+    InferenceSite,
+    InferenceSiteStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    PlacementStatus,
+)
+from soberana.operator.core.placement import World, place
+from soberana.operator.manifests import load_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = str(ROOT / "examples")
@@ -65,3 +79,46 @@ def test_invalid_input_is_a_clear_error(tmp_path: Path) -> None:
     assert (
         f"Error: {bad}: ModelDeployment default/x: spec.replicas: Input should be" in result.output
     )
+
+
+def test_a_snapshot_with_status_shows_what_is_kept_and_what_moves(tmp_path: Path) -> None:
+    manifests = load_manifests([ROOT / "examples"])
+    first = place(World.from_resources(manifests.sites, manifests.deployments))
+    documents: list[dict[str, Any]] = []
+    for deployment in manifests.deployments:
+        key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
+        placements = [
+            PlacementStatus(
+                site=entry.site,
+                gpu_model=entry.gpu_model,
+                replicas=entry.replicas,
+                hourly_cost=entry.hourly_cost,
+            )
+            for entry in first.deployments[key].placements
+        ]
+        status = ModelDeploymentStatus(placements=placements)
+        documents.append(_wire(deployment.model_copy(update={"status": status})))
+    down = Condition(
+        type="Ready",
+        status=ConditionStatus.FALSE,
+        reason="Unreachable",
+        message="the dashboard does not answer",
+        last_transition_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    for site in manifests.sites:
+        unhealthy = site.model_copy(update={"status": InferenceSiteStatus(conditions=[down])})
+        documents.append(_wire(unhealthy if site.metadata.name == "lima-edge" else site))
+    snapshot = tmp_path / "snapshot.yaml"
+    snapshot.write_text(yaml.safe_dump_all(documents), encoding="utf-8")
+
+    result = CliRunner().invoke(main, ["plan", "-f", str(snapshot)])
+    assert result.exit_code == 0, result.output
+    table = result.output.split("\n\n")[0].splitlines()[1:]
+    placed = {line.split()[0]: line.split()[1] for line in table if not line.startswith(" ")}
+    assert placed["gov/citizen-assistant"] == "no"
+    assert placed["ml/eu-support-bot"] == "kept"
+    assert "lima-edge (unhealthy)" in result.output
+
+
+def _wire(resource: InferenceSite | ModelDeployment) -> dict[str, Any]:
+    return resource.model_dump(by_alias=True, exclude_none=True, mode="json")
