@@ -202,7 +202,7 @@ class _Handlers:
         received = router.clock()
         span = router.telemetry.start_request_span(f"{request.method} {route}", request.headers)
         model = site = ""  # metric labels: only models in the table, to bound their number
-        with trace.use_span(span, end_on_exit=True):
+        try:
             try:
                 caller = self._caller(request)
                 if caller is not None:
@@ -223,6 +223,8 @@ class _Handlers:
             span.set_attributes(
                 {"http.response.status_code": response.status, "soberana.outcome": outcome}
             )
+        finally:
+            span.end()
         router.metrics.requests.labels(model, site, outcome).inc()
         return response
 
@@ -311,14 +313,15 @@ class _Handlers:
                 "model_not_found",
             )
         decision = decide(router.table, model, scope, router.health, router.clock())
-        span.set_attributes(
-            {
-                "soberana.model": model_key,
-                "soberana.client_region": scope.region or "",
-                "soberana.candidates": [c.site.name for c in decision.candidates],
-                "soberana.excluded": [str(exclusion) for exclusion in decision.exclusions],
-            }
-        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "soberana.model": model_key,
+                    "soberana.client_region": scope.region or "",
+                    "soberana.candidates": [c.site.name for c in decision.candidates],
+                    "soberana.excluded": [str(exclusion) for exclusion in decision.exclusions],
+                }
+            )
         if not decision.candidates:
             raise _RefusedError(
                 error_response(503, "no_compliant_site", decision.refusal()),
@@ -342,6 +345,16 @@ class _Handlers:
     def _answer(
         self, decision: Decision, forwarded: Forwarded, span: trace.Span
     ) -> tuple[web.StreamResponse, str]:
+        if span.is_recording():
+            self._record_outcome(decision, forwarded, span)
+        if forwarded.response is not None:
+            outcome = "aborted" if forwarded.aborted else _outcome(forwarded.response.status)
+            return forwarded.response, outcome
+        reasons = "; ".join(str(x) for x in (*decision.exclusions, *forwarded.failures))
+        message = f"no compliant site could serve model {decision.model.key}: {reasons}"
+        return error_response(503, "no_compliant_site", message), "no_compliant_site"
+
+    def _record_outcome(self, decision: Decision, forwarded: Forwarded, span: trace.Span) -> None:
         span.set_attribute("soberana.retries", len(forwarded.failures))
         if forwarded.failures:
             span.set_attribute("soberana.failures", [str(f) for f in forwarded.failures])
@@ -350,12 +363,6 @@ class _Handlers:
             span.set_attributes(
                 {"soberana.site": forwarded.site, "soberana.reason": chosen.reason()}
             )
-        if forwarded.response is not None:
-            outcome = "aborted" if forwarded.aborted else _outcome(forwarded.response.status)
-            return forwarded.response, outcome
-        reasons = "; ".join(str(x) for x in (*decision.exclusions, *forwarded.failures))
-        message = f"no compliant site could serve model {decision.model.key}: {reasons}"
-        return error_response(503, "no_compliant_site", message), "no_compliant_site"
 
 
 def _outcome(status: int) -> str:

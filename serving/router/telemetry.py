@@ -3,8 +3,9 @@
 Every request gets a server span, a child of the client's ``traceparent`` when it sent one,
 carrying the routing decision (candidates, exclusions, chosen site and why, retries). Its
 context goes to the site in ``traceparent``/``tracestate``, so the site's spans join the trace.
-Spans are exported over OTLP/HTTP only when an endpoint is configured; otherwise they are made
-(so that trace context still flows) and dropped.
+Spans are recorded only when something consumes them (an OTLP/HTTP endpoint, or a span processor
+given in code); otherwise each request still gets a span id of its own, so that trace context
+flows to the sites, at almost no cost: nothing is recorded and nothing is exported.
 """
 
 from __future__ import annotations
@@ -15,21 +16,38 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SERVICE_NAME = "soberana-router"
 
 
 class Telemetry:
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider | None) -> None:
+        """Record spans through ``provider``; with None, only pass trace context on."""
         self._provider = provider
-        self._tracer = provider.get_tracer("soberana.serving.router")
+        self._tracer = provider.get_tracer("soberana.serving.router") if provider else None
         self._propagator = TraceContextTextMapPropagator()
+        self._ids = RandomIdGenerator()
 
     def start_request_span(self, name: str, incoming: Mapping[str, str]) -> trace.Span:
-        """A server span for one request, continuing the trace of ``incoming`` headers."""
+        """A server span for one request, continuing the trace of ``incoming`` headers.
+
+        Check ``span.is_recording()`` before computing attributes: unrecorded spans drop them.
+        """
         parent = self._propagator.extract(incoming)
-        return self._tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER)
+        if self._tracer is not None:
+            return self._tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER)
+        remote = trace.get_current_span(parent).get_span_context()
+        return trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id=remote.trace_id if remote.is_valid else self._ids.generate_trace_id(),
+                span_id=self._ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=remote.trace_flags,
+                trace_state=remote.trace_state,
+            )
+        )
 
     def inject(self, span: trace.Span, outgoing: MutableMapping[str, str]) -> None:
         """Put ``span``'s context into the headers of the request to the site."""
@@ -37,13 +55,16 @@ class Telemetry:
 
     def shutdown(self) -> None:
         """Flush and stop the exporters."""
-        self._provider.shutdown()
+        if self._provider is not None:
+            self._provider.shutdown()
 
 
 def make_telemetry(
     otlp_endpoint: str | None = None, processors: tuple[SpanProcessor, ...] = ()
 ) -> Telemetry:
     """Tracing that exports to ``otlp_endpoint`` (an OTLP/HTTP traces URL) and ``processors``."""
+    if not otlp_endpoint and not processors:
+        return Telemetry(None)
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

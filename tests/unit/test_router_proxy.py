@@ -381,3 +381,26 @@ async def test_readiness_waits_for_a_routing_table() -> None:
         async with http.post(url + CHAT, json=chat()) as response:
             assert response.status == 503
             assert (await response.json())["error"]["code"] == "not_ready"
+
+
+async def test_without_a_span_consumer_trace_context_still_reaches_the_site() -> None:
+    site = FakeSite("br1")
+    router = Router(RouterSettings())  # nothing records or exports spans
+    async with serving(site.app()) as site_url, running_router(router) as url:
+        router.set_table(
+            table_from_routes(
+                {
+                    "sites": [{"name": "br1", "url": site_url, "jurisdiction": "BR"}],
+                    "models": [{"name": MODEL, "sites": ["br1"]}],
+                }
+            )
+        )
+        async with aiohttp.ClientSession() as http:
+            for headers in ({"traceparent": INCOMING_TRACEPARENT}, {}):
+                async with http.post(url + CHAT, json=chat(), headers=headers) as response:
+                    assert response.status == 200
+    continued, started = (r.headers["traceparent"].split("-") for r in site.received)
+    assert continued[1] == TRACE_ID
+    assert continued[2] != "00f067aa0ba902b7"  # the router's own span id
+    assert started[1] != TRACE_ID
+    assert int(started[1], 16) and int(started[2], 16)
