@@ -7,11 +7,17 @@ from pathlib import Path
 
 import click
 
-from soberana.serving.router.app import RouterSettings
+from soberana.serving.router.app import REGION_ID, RouterSettings
 from soberana.serving.router.forward import ForwardSettings
 from soberana.serving.router.server import ServerOptions, run
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _region(value: str | None) -> str | None:
+    if value is not None and not REGION_ID.match(value):
+        raise click.BadParameter(f"{value!r} is not a region id such as br-southeast")
+    return value
 
 
 @click.command("router")
@@ -35,6 +41,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--region",
     default=None,
+    callback=lambda _ctx, _param, value: _region(value),
     help="Client region of requests without an X-Soberana-Region header, such as br-southeast.",
 )
 @click.option(

@@ -52,7 +52,7 @@ RESIDENCY_HEADER = "X-Soberana-Residency"
 REGION_HEADER = "X-Soberana-Region"
 
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
-_REGION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+REGION_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MODEL_KEY = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -268,7 +268,7 @@ class _Handlers:
                 Restriction(caller.residency, f"the API key of tenant {caller.tenant}")
             )
         region = request.headers.get(REGION_HEADER, self.router.settings.region)
-        if region is not None and not _REGION.match(region):
+        if region is not None and not REGION_ID.match(region):
             raise _RefusedError(
                 error_response(
                     400,

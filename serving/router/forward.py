@@ -202,15 +202,16 @@ class Forwarder:
         await response.prepare(client)
         try:
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:  # the client went away: stop reading the site
+                    upstream.close()
+                    return response
         except _RETRIABLE as error:
             log.warning("site %s failed mid-response: %s", site, _describe(error))
             result.aborted = True
             if client.transport is not None:
                 client.transport.abort()
-            return response
-        except ConnectionResetError:  # the client went away
-            upstream.close()
             return response
         await response.write_eof()
         return response
