@@ -1,7 +1,8 @@
 """Tiny models made on the spot, for tests and benchmarks that must not download anything.
 
-- :func:`make_scripted_model`: a small MLP, scripted with ``torch.jit.script`` (format
-  ``torchscript``), that takes rows of :data:`SCRIPTED_FEATURES` numbers.
+- :func:`make_scripted_model`: an MLP, scripted with ``torch.jit.script`` (format
+  ``torchscript``), that takes rows of :data:`SCRIPTED_FEATURES` numbers; small by default,
+  wide enough to cost real compute per call when benchmarks ask.
 - :func:`make_language_model`: a randomly initialised GPT-2 of a few thousand parameters with a
   byte-level BPE tokenizer trained on a few sentences and a ChatML chat template, saved with
   ``save_pretrained`` (format ``transformers``).
@@ -38,13 +39,16 @@ _SENTENCES = [
 ]
 
 
-def make_scripted_model(directory: Path, seed: int = 0) -> Path:
-    """A scripted MLP from SCRIPTED_FEATURES to SCRIPTED_OUTPUTS numbers, saved as model.pt."""
+def make_scripted_model(directory: Path, hidden: int = 16, seed: int = 0) -> Path:
+    """A scripted MLP from SCRIPTED_FEATURES to SCRIPTED_OUTPUTS numbers through two hidden
+    layers of ``hidden`` units, saved as model.pt."""
     torch.manual_seed(seed)
     module = torch.nn.Sequential(
-        torch.nn.Linear(SCRIPTED_FEATURES, 16),
+        torch.nn.Linear(SCRIPTED_FEATURES, hidden),
         torch.nn.ReLU(),
-        torch.nn.Linear(16, SCRIPTED_OUTPUTS),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, SCRIPTED_OUTPUTS),
     ).eval()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "model.pt"
