@@ -141,7 +141,7 @@ class KubeRayBackend:
                 body,
                 field_manager=FIELD_MANAGER,
                 force=True,
-                _content_type="application/apply-patch+yaml",
+                _content_type="application/apply-patch+yaml",  # type: ignore[call-arg]
             )
         except ApiException as error:
             raise BackendError(_describe(error, "applying the RayService")) from error

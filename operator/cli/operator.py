@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from soberana.operator.controller.config import OperatorConfig
-from soberana.operator.core.placement import PlacementOptions
+from soberana.operator.core.placement import PlacementOptions, Solver
 
 
 @click.command("operator")
@@ -80,7 +80,7 @@ from soberana.operator.core.placement import PlacementOptions
 def operator(
     kubeconfig: Path | None,
     namespaces: tuple[str, ...],
-    solver: str,
+    solver: Solver,
     move_threshold: float,
     debounce: float,
     liveness_endpoint: str | None,

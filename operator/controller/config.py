@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from soberana.operator.core.placement import Solver
 from soberana.operator.core.placement.options import PlacementOptions
 
 
@@ -24,7 +25,7 @@ class OperatorConfig:
     ``secrets_namespace``: where the Secrets that sites refer to live (the operator's namespace).
     """
 
-    solver: str = "fast"
+    solver: Solver = "fast"
     debounce_s: float = 0.5
     write_concurrency: int = 16
     delete_timeout_s: float = 30.0

@@ -77,34 +77,22 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
 
     @kopf.index(GROUP, VERSION, DEPLOYMENTS, id="deployment_index", registry=registry)
     async def deployment_index(
-        body: kopf.Body, namespace: str, name: str, **_: Any
+        body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[str, Any]:
         return {f"{namespace}/{name}": freeze(body)}
 
     # async handlers run on the event loop, where the reconciler's asyncio primitives live
     @kopf.on.event(GROUP, VERSION, SITES, id="site_changed", registry=registry)
     @kopf.on.event(GROUP, VERSION, DEPLOYMENTS, id="deployment_changed", registry=registry)
-    async def changed(
-        memo: kopf.Memo,
-        site_index: kopf.Index[str, Any],
-        deployment_index: kopf.Index[str, Any],
-        **_: Any,
-    ) -> None:
+    async def changed(memo: kopf.Memo, **kwargs: Any) -> None:
         reconciler: Reconciler = memo["reconciler"]
-        reconciler.attach(site_index, deployment_index)
+        reconciler.attach(kwargs["site_index"], kwargs["deployment_index"])
         reconciler.trigger()
 
     @kopf.on.delete(GROUP, VERSION, DEPLOYMENTS, id="release", registry=registry)
-    async def release(
-        memo: kopf.Memo,
-        namespace: str,
-        name: str,
-        site_index: kopf.Index[str, Any],
-        deployment_index: kopf.Index[str, Any],
-        **_: Any,
-    ) -> None:
+    async def release(memo: kopf.Memo, namespace: str | None, name: str, **kwargs: Any) -> None:
         reconciler: Reconciler = memo["reconciler"]
-        reconciler.attach(site_index, deployment_index)
+        reconciler.attach(kwargs["site_index"], kwargs["deployment_index"])
         if not await reconciler.wait_released(f"{namespace}/{name}"):
             raise kopf.TemporaryError("still releasing the deployment's capacity", delay=5)
 

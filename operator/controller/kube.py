@@ -57,7 +57,7 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return configuration
         except config.ConfigException:
             pass
@@ -70,15 +70,14 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
 
 async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """The same credentials for Kopf's own API calls (as ``kopf.login_via_async_client`` does)."""
-    header = configuration.get_api_key_with_prefix("BearerToken")
-    if inspect.isawaitable(header):
-        header = await header
+    maybe_header: Any = configuration.get_api_key_with_prefix("BearerToken")
+    header = await maybe_header if inspect.isawaitable(maybe_header) else maybe_header
     scheme, token = None, None
     if header:
         parts = str(header).split(" ", 1)
         scheme, token = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
     return kopf.ConnectionInfo(
-        server=configuration.host,
+        server=str(configuration.host),
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
         username=configuration.username or None,
@@ -105,7 +104,7 @@ class KubeWriter:
             if ref.namespace is None:
                 await self._custom.patch_cluster_custom_object_status(
                     GROUP, VERSION, ref.plural, ref.name, body, _content_type=MERGE_PATCH
-                )
+                )  # type: ignore[call-arg]
             else:
                 await self._custom.patch_namespaced_custom_object_status(
                     GROUP,
@@ -115,7 +114,7 @@ class KubeWriter:
                     ref.name,
                     body,
                     _content_type=MERGE_PATCH,
-                )
+                )  # type: ignore[call-arg]
         except ApiException as error:
             if error.status == 404:
                 return False

@@ -135,7 +135,7 @@ class SiteAgent:
             if self._desired is not None and not self.converged:
                 await self._backend.apply(self._desired)
                 self._applied, self._applied_digest = self._desired, self._desired_digest
-                log.info("site %s: applied Serve config %s", self.name, self._applied_digest[:12])
+                log.info("site %s: applied Serve config %s", self.name, self._desired_digest)
             self._report = await self._backend.observe()
             self._reachable, self._message = True, f"Ray {self._report.version}".strip()
             self._unreachable_since = None

@@ -71,7 +71,7 @@ async def test_rayservice_is_accepted_and_status_is_read_back(
     rendered = config()
     await backend.apply(rendered)
     name = rayservice_name("sao-paulo-1")
-    stored = kuberay_cluster.get("rayservice", name, backend.namespace)
+    stored: dict[str, Any] = kuberay_cluster.get("rayservice", name, backend.namespace)
     assert yaml.safe_load(stored["spec"]["serveConfigV2"]) == rendered
     assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "soberana"
 
@@ -79,7 +79,7 @@ async def test_rayservice_is_accepted_and_status_is_read_back(
     assert report.applications == {}, "KubeRay has not reported anything yet"
 
     app = app_name("ml", "qwen-chat")
-    status = {
+    status: dict[str, Any] = {
         "status": {
             "serviceStatus": "Running",
             "activeServiceStatus": {
