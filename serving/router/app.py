@@ -128,7 +128,7 @@ def router_app(router: Router, background: Sequence[Background] = ()) -> web.App
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                router.telemetry.shutdown()
+                await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
 
     app.cleanup_ctx.append(lifetime)
     return app

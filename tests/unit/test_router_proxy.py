@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -404,3 +405,36 @@ async def test_without_a_span_consumer_trace_context_still_reaches_the_site() ->
     assert continued[2] != "00f067aa0ba902b7"  # the router's own span id
     assert started[1] != TRACE_ID
     assert int(started[1], 16) and int(started[2], 16)
+
+
+async def test_spans_go_to_an_otlp_endpoint_only_when_one_is_configured() -> None:
+    exported: list[tuple[str, str]] = []
+
+    async def collector(request: web.Request) -> web.Response:
+        await request.read()
+        exported.append((request.path, request.content_type))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector)
+    site = FakeSite("br1")
+    async with serving(app) as collector_url, serving(site.app()) as site_url:
+        table = table_from_routes(
+            {
+                "sites": [{"name": "br1", "url": site_url, "jurisdiction": "BR"}],
+                "models": [{"name": MODEL, "sites": ["br1"]}],
+            }
+        )
+        for endpoint in (None, f"{collector_url}/v1/traces"):
+            router = Router(RouterSettings(), make_telemetry(endpoint))
+            router.set_table(table)
+            async with (
+                running_router(router) as url,
+                aiohttp.ClientSession() as http,
+                http.post(url + CHAT, json=chat()) as response,
+            ):
+                assert response.status == 200
+            # leaving running_router shut the telemetry down, which flushes the exporter
+            assert exported == (
+                [] if endpoint is None else [("/v1/traces", "application/x-protobuf")]
+            )
