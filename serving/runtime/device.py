@@ -23,3 +23,10 @@ def device_fault(device: torch.device) -> str | None:
     except RuntimeError as error:
         return f"{device} failed: {error}"
     return None
+
+
+def check_device(device: torch.device) -> None:
+    """Raise RuntimeError when ``device`` can no longer compute (see :func:`device_fault`)."""
+    fault = device_fault(device)
+    if fault is not None:
+        raise RuntimeError(fault)

@@ -18,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -31,7 +32,7 @@ from soberana.serving.runtime.api import (
     install_error_handlers,
 )
 from soberana.serving.runtime.args import TransformersArgs
-from soberana.serving.runtime.device import device_fault, select_device
+from soberana.serving.runtime.device import check_device, select_device
 from soberana.serving.runtime.generation import (
     NoChatTemplateError,
     Sampling,
@@ -62,14 +63,14 @@ app = FastAPI(title="soberana transformers runtime")
 install_error_handlers(app)
 
 
+@dataclass(frozen=True)
 class _Generation:
-    """One request's generation: its id, prompt and sampling, once the request checks out."""
+    """One request's generation, once the request checks out against the model."""
 
-    def __init__(self, prompt: list[int], sampling: Sampling) -> None:
-        self.id = uuid.uuid4().hex
-        self.created = int(time.time())
-        self.prompt = prompt
-        self.sampling = sampling
+    prompt: list[int]
+    sampling: Sampling
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
 
 
 def _collect(generator: TextGenerator, generation: _Generation) -> list[TextDelta]:
@@ -99,6 +100,10 @@ def _usage(generation: _Generation, last: TextDelta) -> Usage:
         completion_tokens=last.completion_tokens,
         total_tokens=prompt_tokens + last.completion_tokens,
     )
+
+
+def _prompt_field(request: CompletionRequest | ChatCompletionRequest) -> str:
+    return "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
 
 
 def _json(response: BaseModel) -> JSONResponse:
@@ -179,9 +184,7 @@ class LanguageModel:
 
     def check_health(self) -> None:
         """Ray Serve's periodic health check: the replica is replaced when this raises."""
-        fault = device_fault(self._generator.device)
-        if fault is not None:
-            raise RuntimeError(fault)
+        check_device(self._generator.device)
 
     def _start(
         self,
@@ -205,7 +208,7 @@ class LanguageModel:
                 f"this model's context is {context} tokens, but {len(prompt) + max_tokens} were "
                 f"requested ({len(prompt)} in the prompt, {max_tokens} to generate): shorten the "
                 "prompt or lower max_tokens",
-                param="max_tokens" if request.max_tokens is not None else "messages",
+                param=_prompt_field(request) if request.max_tokens is None else "max_tokens",
                 code="context_length_exceeded",
             )
         sampling = Sampling(

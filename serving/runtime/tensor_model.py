@@ -37,12 +37,10 @@ from soberana.serving.runtime.api import (
     install_error_handlers,
 )
 from soberana.serving.runtime.args import TorchScriptArgs
-from soberana.serving.runtime.device import device_fault, select_device
+from soberana.serving.runtime.device import check_device, select_device
 from soberana.serving.runtime.storage import local_model_path
 
 DType = Literal["float32", "int64"]
-
-_DTYPES: dict[DType, torch.dtype] = {"float32": torch.float32, "int64": torch.int64}
 
 app = FastAPI(title="soberana torchscript runtime")
 install_error_handlers(app)
@@ -156,9 +154,7 @@ class TensorModel:
 
     def check_health(self) -> None:
         """Ray Serve's periodic health check: the replica is replaced when this raises."""
-        fault = device_fault(self._device)
-        if fault is not None:
-            raise RuntimeError(fault)
+        check_device(self._device)
 
     async def _predict_batch(self, inputs: list[torch.Tensor]) -> list[list[Any] | ClientError]:
         self._batches.record(len(inputs))
