@@ -53,29 +53,41 @@ _PARTNERS = 4
 _WORTH_EXCHANGING = 0.1
 _NO_ALTERNATIVE = 1e3
 _RELATIVE_TOLERANCE = 1e-9
+_ROUNDS = 4
 
 
 def solve_fast(problem: Problem) -> Solution:
-    """Place every deployment it can in contention order, then exchange pools where it pays."""
-    ledger = _Ledger(problem.capacity.copy())
+    """Place every deployment it can in contention order, then exchange and settle until stable.
+
+    Passes 2 and 3 repeat (a few rounds at most) until neither changes anything, so that planning
+    the result again, as the running state, finds nothing worth moving either. An exchange that
+    failed is not tried again while both deployments stay where they are.
+    """
     ideals = {
         demand.key: ideal
         for demand in problem.demands
         if demand.options and (ideal := best_assignment(demand, problem.capacity)) is not None
     }
-    _place_in_order(problem, ledger, _tolls(problem, ideals))
-    _exchange(problem, ledger, ideals)
-    _settle(problem, ledger, ideals)
+    tolls = _tolls(problem, ideals)
+    ledger = _Ledger(problem.capacity.copy())
+    _place_in_order(problem, ledger, tolls)
+    for _ in range(_ROUNDS):
+        exchanged = _exchange(problem, ledger, ideals)
+        if not _settle(problem, ledger, ideals, tolls) and not exchanged:
+            break
     return ledger.solution
 
 
 class _Ledger:
-    """Free GPUs per pool, each placed deployment's assignment, and who holds each pool."""
+    """Free GPUs per pool, each placed deployment's assignment, who holds each pool, and the
+    exchanges that failed."""
 
     def __init__(self, free: IntArray) -> None:
         self.free = free
         self.solution: Solution = {}
         self.holders: defaultdict[int, set[str]] = defaultdict(set)
+        # exchanges tried in vain: (harmed, its assignment, partner, its assignment)
+        self.failed: set[tuple[str, Assignment | None, str, Assignment]] = set()
 
     def take(self, demand: Demand, assignment: Assignment) -> None:
         for option, replicas in assignment:
@@ -113,11 +125,7 @@ def _place_in_order(problem: Problem, ledger: _Ledger, tolls: FloatArray) -> Non
     for demand in problem.demands:
         current = kept.get(demand.key)
         if current is None:
-            chosen = best_assignment(demand, ledger.free, tolls) or best_assignment(
-                demand, ledger.free
-            )
-            if chosen is not None:
-                ledger.take(demand, chosen)
+            _place_new(ledger, demand, tolls)
             continue
         ledger.release(demand)
         chosen = best_assignment(demand, ledger.free)
@@ -125,6 +133,14 @@ def _place_in_order(problem: Problem, ledger: _Ledger, tolls: FloatArray) -> Non
             problem.value(demand, chosen), problem.value(demand, current)
         )
         ledger.take(demand, chosen if chosen is not None and better else current)
+
+
+def _place_new(ledger: _Ledger, demand: Demand, tolls: FloatArray) -> bool:
+    """Place an unplaced deployment, searching with tolls first; whether it was placed."""
+    chosen = best_assignment(demand, ledger.free, tolls) or best_assignment(demand, ledger.free)
+    if chosen is not None:
+        ledger.take(demand, chosen)
+    return chosen is not None
 
 
 def _tolls(problem: Problem, ideals: dict[str, Assignment]) -> FloatArray:
@@ -161,7 +177,9 @@ def _tolls(problem: Problem, ideals: dict[str, Assignment]) -> FloatArray:
     return tolls
 
 
-def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> None:
+def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> bool:
+    """Pass 2; whether any exchange was made."""
+    exchanged = False
     by_key = {demand.key: demand for demand in problem.demands}
     unplaced = [
         demand
@@ -173,6 +191,7 @@ def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) 
             demand
             for demand in problem.demands
             if demand.key in ledger.solution
+            and demand.key in ideals  # none when it can only keep its place on a cordoned site
             and _loss(problem, ledger, demand, ideals)
             > _WORTH_EXCHANGING * problem.value(demand, ideals[demand.key])
         ),
@@ -187,8 +206,14 @@ def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) 
         for key in partners[:_PARTNERS]:
             if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
                 break
+            attempt = (demand.key, ledger.solution.get(demand.key), key, ledger.solution[key])
+            if attempt in ledger.failed:
+                continue
             if _try_exchange(problem, ledger, demand, by_key[key]):
+                exchanged = True
                 break
+            ledger.failed.add(attempt)
+    return exchanged
 
 
 def _loss(
@@ -251,20 +276,28 @@ def _best_or_back(
     return chosen
 
 
-def _settle(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> None:
-    """In contention order, move each deployment into free GPUs where that is better for it."""
+def _settle(
+    problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment], tolls: FloatArray
+) -> bool:
+    """Pass 3; whether anything moved or was placed."""
+    settled = False
     for demand in problem.demands:
-        if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
+        if demand.key not in ledger.solution:
+            settled |= bool(demand.options) and _place_new(ledger, demand, tolls)
+            continue
+        if _loss(problem, ledger, demand, ideals) == 0:
             continue  # as good as on an empty world
-        held = ledger.release(demand)
-        chosen = best_assignment(demand, ledger.free) if demand.options else None
-        if held is not None and (
-            chosen is None
-            or not _better(problem.value(demand, chosen), problem.value(demand, held))
+        held = ledger.solution[demand.key]
+        ledger.release(demand)
+        chosen = best_assignment(demand, ledger.free)
+        if chosen is not None and _better(
+            problem.value(demand, chosen), problem.value(demand, held)
         ):
-            chosen = held
-        if chosen is not None:
             ledger.take(demand, chosen)
+            settled = True
+        else:
+            ledger.take(demand, held)
+    return settled
 
 
 def best_assignment(
