@@ -16,6 +16,8 @@ _COMMANDS: dict[str, str] = {
     "dev": "soberana.operator.cli.dev:dev",
     "operator": "soberana.operator.cli.operator:operator",
     "plan": "soberana.operator.cli.plan:plan",
+    "render": "soberana.operator.cli.render:render",
+    "router": "soberana.operator.cli.router:router",
 }
 
 

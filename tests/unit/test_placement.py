@@ -78,17 +78,34 @@ def test_site_selector() -> None:
     assert plan.deployments["ml/chat"].rejected["b"] == "selector: label provider=gcp is excluded"
 
 
-def test_cordoned_site_keeps_what_runs_but_takes_nothing_new() -> None:
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cordoned_site_drains_to_a_compliant_alternative(solver: str) -> None:
     scene = world(
         [site("cheap", cordoned=True, gpus=[("L4", 4, 24, 0.1)]), site("dear")],
         [deployment("old"), deployment("new")],
     )
     current = {"ml/old": [Allocation(site="cheap", gpu_model="L4", replicas=1)]}
-    plan = checked(scene, current=current)
-    assert sites_of(plan, "ml/old") == {"cheap": 1}
-    assert plan.deployments["ml/old"].change is Change.UNCHANGED
+    plan = checked(scene, solver, current=current)
+    assert sites_of(plan, "ml/old") == {"dear": 1}, "a cordoned site is drained, though cheaper"
+    assert plan.deployments["ml/old"].change is Change.MOVED
     assert sites_of(plan, "ml/new") == {"dear": 1}
     assert plan.deployments["ml/new"].rejected["cheap"] == "cordoned: the site takes nothing new"
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cordoned_site_keeps_what_cannot_move(solver: str) -> None:
+    scene = world(
+        [site("only", cordoned=True, gpus=[("L4", 4, 24, 0.1)]), site("us", jurisdiction="US")],
+        [
+            deployment("old", residency={"allowedJurisdictions": ["BR"]}),
+            deployment("new", residency={"allowedJurisdictions": ["BR"]}),
+        ],
+    )
+    current = {"ml/old": [Allocation(site="only", gpu_model="L4", replicas=1)]}
+    plan = checked(scene, solver, current=current)
+    assert sites_of(plan, "ml/old") == {"only": 1}, "nowhere compliant to go: it keeps running"
+    assert plan.deployments["ml/old"].change is Change.UNCHANGED
+    assert not plan.deployments["ml/new"].placed
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

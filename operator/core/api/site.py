@@ -154,7 +154,8 @@ class InferenceSiteSpec(SpecModel):
     backend: Backend = Field(description="How soberana deploys to the site.")
     cordoned: bool = Field(
         False,
-        description="When true, what runs here keeps running but nothing new is placed here.",
+        description="When true, nothing new is placed here and running deployments move to other "
+        "compliant sites; a deployment that has nowhere else to go keeps running here.",
     )
 
     @field_validator("gpus")

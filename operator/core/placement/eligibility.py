@@ -6,7 +6,7 @@ is the site's rejection line for that deployment:
 1. jurisdiction: the site's jurisdiction is denied, or not among the allowed ones;
 2. selector: the site's labels do not match ``placement.siteSelector``;
 3. unhealthy: the site is not Ready;
-4. cordoned: the site takes nothing new (replicas already running there may stay);
+4. cordoned: the site takes nothing new (replicas running there stay only if they cannot move);
 5. GPU model: the site has none of the models in ``resources.gpuModels``;
 6. GPU memory: the site's GPUs of those models have less memory than ``resources.gpuMemoryGiB``;
 7. GPU count: no pool of those models holds the ``resources.gpus`` GPUs one replica needs;

@@ -34,7 +34,13 @@ from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import
 from scipy.sparse import csr_array  # type: ignore[import-untyped]
 
 from soberana.operator.core.placement.options import PlacementOptions
-from soberana.operator.core.placement.problem import Assignment, Demand, Problem, Solution
+from soberana.operator.core.placement.problem import (
+    DRAIN_PENALTY,
+    Assignment,
+    Demand,
+    Problem,
+    Solution,
+)
 
 
 def solve_optimal(problem: Problem, fast: Solution, options: PlacementOptions) -> Solution | None:
@@ -138,8 +144,13 @@ class _Model:
             terms = [(x, float(demand.price[o])) for o, x in enumerate(columns.replicas)]
             self._row(terms, -np.inf, demand.budget * (1 + 1e-9))
         if demand.current is not None:
-            penalty = problem.move_threshold * demand.objective(demand.current)
-            k = self._column(-penalty, 0, 1, integral=True)
+            # keeping avoids the stability penalty; for a draining deployment it costs instead
+            keep_cost = (
+                DRAIN_PENALTY
+                if demand.draining
+                else -problem.move_threshold * demand.objective(demand.current)
+            )
+            k = self._column(keep_cost, 0, 1, integral=True)
             self._row([(k, 1.0), (p, -1.0)], -np.inf, 0.0)
             for option, replicas in demand.current:
                 x = columns.replicas[option]

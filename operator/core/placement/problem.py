@@ -15,8 +15,10 @@ secondary weight only decides between placements that are equal on the primary t
 
 Stability. A running deployment whose current placement still meets every hard constraint
 (*keepable*) pays ``move_threshold * objective(current)`` when it moves, so it moves only when the
-alternative is better by more than that fraction. A plan's objective is the sum over placed
-deployments of their objectives plus these penalties.
+alternative is better by more than that fraction. A running placement on a cordoned site is kept
+only as a last resort: staying costs ``DRAIN_PENALTY``, far above any objective, so the deployment
+drains to any compliant alternative and keeps running where it is when there is none. A plan's
+objective is the sum over placed deployments of their objectives plus these penalties.
 
 Contention order. When capacity is short, deployments are served in this order: running ones
 before new ones (a running model is not evicted to make room for a new one); then those with fewer
@@ -115,6 +117,13 @@ class Demand:
         nearest = self.reach[:, [option for option, _ in assignment]].min(axis=1)
         return float(self.weights @ nearest)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the running placement uses a cordoned site: it moves whenever it can."""
+        return self.current is not None and bool(
+            self.keep_only[[option for option, _ in self.current]].any()
+        )
+
     def objective(self, assignment: Assignment) -> float:
         return self.cost_weight * self.cost(assignment) + self.latency_weight * self.latency(
             assignment
@@ -143,6 +152,10 @@ class Demand:
         return served
 
 
+DRAIN_PENALTY = 1000.0
+"""What staying on a cordoned site costs: more than any placement's objective (about 1 to 100)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """Every deployment's demand over the shared GPU pools, in contention order."""
@@ -154,8 +167,16 @@ class Problem:
     move_threshold: float
 
     def penalty(self, demand: Demand, assignment: Assignment) -> float:
-        """The stability penalty of placing ``demand`` as ``assignment``."""
-        if demand.current is None or assignment == demand.current:
+        """The stability penalty of placing ``demand`` as ``assignment``.
+
+        A draining deployment (running on a cordoned site) pays instead for staying, so that it
+        moves to any compliant alternative and stays only when there is none.
+        """
+        if demand.current is None:
+            return 0.0
+        if demand.draining:
+            return DRAIN_PENALTY if assignment == demand.current else 0.0
+        if assignment == demand.current:
             return 0.0
         return self.move_threshold * demand.objective(demand.current)
 
