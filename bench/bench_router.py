@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         length = _message_length(self._buffer)
-        if length is None or self._waiter is None:
+        if length is None or self._waiter is None or self._waiter.done():
             return
         head = bytes(self._buffer[: self._buffer.find(b"\r\n\r\n")]).lower()
         del self._buffer[:length]
@@ -204,7 +205,10 @@ async def _closed_loop(port: int, path: str, seconds: float, connections: int) -
     async def loop(client: _Client) -> None:
         nonlocal answered, failed
         while time.perf_counter() < deadline:
-            status, _ = await client.send(payload)
+            try:
+                status, _ = await client.send(payload)
+            except ConnectionError:
+                status, client = 0, await _connect(port)
             if status == 200:
                 answered += 1
             else:
@@ -212,7 +216,8 @@ async def _closed_loop(port: int, path: str, seconds: float, connections: int) -
 
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(loop(c) for c in clients)), timeout=seconds + 30)
-    return {"rps": answered / (time.perf_counter() - started), "failed": failed}
+    elapsed = time.perf_counter() - started
+    return {"rps": answered / elapsed, "seconds": elapsed, "failed": failed}
 
 
 # --- the orchestration ------------------------------------------------------------------------
@@ -261,33 +266,42 @@ def _backend(name: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 @contextmanager
-def _router(backends: dict[str, int], workdir: Path) -> Iterator[int]:
+def _router(backends: dict[str, int], workdir: Path) -> Iterator[tuple[int, int]]:
+    """The router in front of ``backends``, nearest first for clients in region ``bench``."""
     routes = workdir / "routes.yaml"
     routes.write_text(
         yaml.safe_dump(
             {
                 "sites": [
-                    {"name": name, "url": f"http://127.0.0.1:{port}", "jurisdiction": "BR"}
-                    for name, port in backends.items()
+                    {
+                        "name": name,
+                        "url": f"http://127.0.0.1:{port}",
+                        "jurisdiction": "BR",
+                        "latencyMs": {"bench": 5 * (index + 1)},
+                    }
+                    for index, (name, port) in enumerate(backends.items())
                 ],
                 "models": [{"name": "bench/echo", "sites": list(backends)}],
             }
         )
     )
     port = _free_port()
-    command = [sys.executable, "-c", ROUTER_COMMAND, "--routes", str(routes), "--port", str(port)]
-    with _process(*command, port=port):
-        yield port
+    command = [sys.executable, "-c", ROUTER_COMMAND, "--routes", str(routes), "--port", str(port),
+               "--region", "bench"]  # fmt: skip
+    with _process(*command, port=port) as process:
+        yield port, process.pid
 
 
 _NGINX_CONFIG = """
 worker_processes 1;
+master_process off;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    keepalive_requests 1000000;  # as many requests per client connection as the router allows
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -307,7 +321,7 @@ http {{
 
 
 @contextmanager
-def _nginx(backend: int, workdir: Path) -> Iterator[int | None]:
+def _nginx(backend: int, workdir: Path) -> Iterator[tuple[int, int] | None]:
     binary = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
@@ -317,8 +331,8 @@ def _nginx(backend: int, workdir: Path) -> Iterator[int | None]:
     port = _free_port()
     config = workdir / "nginx.conf"
     config.write_text(_NGINX_CONFIG.format(dir=workdir, backend=backend, port=port))
-    with _process(binary, "-p", str(workdir), "-c", str(config), port=port):
-        yield port
+    with _process(binary, "-p", str(workdir), "-c", str(config), port=port) as process:
+        yield port, process.pid
 
 
 def _load(mode: str, *arguments: object) -> dict[str, Any]:
@@ -339,44 +353,59 @@ class PathResult:
     p99_ms: float
     failed: int
     rps: float
+    cpu_us: float | None  # the proxy's CPU time per request, user and system
 
 
-def _measure(name: str, port: int, path: str, options: argparse.Namespace) -> PathResult:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _measure(
+    name: str, port: int, path: str, options: argparse.Namespace, proxy_pid: int | None = None
+) -> PathResult:
     _load("open", port, path, options.rate, 1.0, options.connections, 0, 0)  # warm up
     records = _load("open", port, path, options.rate, options.seconds, options.connections, 0, 0)[
         "records"
     ]
     latencies = sorted((done - scheduled) * 1000 for scheduled, done, _, _ in records)
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    cpu_before = _cpu_seconds(proxy_pid) if proxy_pid else 0.0
     closed = _load("closed", port, path, options.seconds, options.connections)
+    cpu_us = None
+    if proxy_pid:
+        answered = closed["rps"] * closed["seconds"]
+        cpu_us = (_cpu_seconds(proxy_pid) - cpu_before) / answered * 1e6
     failed = sum(1 for *_, status, _ in records if status != 200) + closed["failed"]
-    return PathResult(name, quantiles[49], quantiles[98], failed, closed["rps"])
+    return PathResult(name, quantiles[49], quantiles[98], failed, closed["rps"], cpu_us)
 
 
 def _overhead(options: argparse.Namespace, workdir: Path) -> None:
     results: list[PathResult] = []
     with _backend("site") as (backend, _):
         results.append(_measure("direct", backend, MODEL_PATH + "/v1/chat/completions", options))
-        with _router({"site": backend}, workdir) as router:
-            results.append(_measure("router", router, "/v1/chat/completions", options))
+        with _router({"site": backend}, workdir) as (router, router_pid):
+            path = "/v1/chat/completions"
+            results.append(_measure("router", router, path, options, router_pid))
         with _nginx(backend, workdir) as nginx:
             if nginx is None:
                 print("nginx: not installed, skipped (apt-get install -y nginx)")
             else:
                 path = MODEL_PATH + "/v1/chat/completions"
-                results.append(_measure("nginx", nginx, path, options))
+                results.append(_measure("nginx", nginx[0], path, options, nginx[1]))
     direct = results[0]
     print(
         f"\nlatency at {options.rate:.0f} req/s for {options.seconds:.0f}s (open loop), "
         f"throughput with {options.connections} connections:"
     )
     print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
-          f"{'req/s':>8} {'failed':>7}")  # fmt: skip
+          f"{'req/s':>8} {'failed':>7} {'proxy CPU us/req':>17}")  # fmt: skip
     for result in results:
+        cpu = "-" if result.cpu_us is None else f"{result.cpu_us:.0f}"
         print(
             f"{result.name:8} {result.p50_ms:8.3f} {result.p99_ms:8.3f} "
             f"{result.p50_ms - direct.p50_ms:8.3f} {result.p99_ms - direct.p99_ms:8.3f} "
-            f"{result.rps:8.0f} {result.failed:7d}"
+            f"{result.rps:8.0f} {result.failed:7d} {cpu:>17}"
         )
     by_name = {result.name: result for result in results}
     if "nginx" in by_name:
@@ -390,32 +419,39 @@ def _overhead(options: argparse.Namespace, workdir: Path) -> None:
 
 
 def _failover(options: argparse.Namespace, workdir: Path) -> None:
+    """The nearest site, carrying all the traffic, dies; the other must take over at once."""
     rate, seconds, kill_at = options.failover_rate, 6.0, 2.0
     with (
         _backend("victim") as (victim, victim_process),
         _backend("survivor") as (survivor, _),
-        _router({"victim": victim, "survivor": survivor}, workdir) as router,
+        _router({"victim": victim, "survivor": survivor}, workdir) as (router, _),
     ):
         _load("open", router, "/v1/chat/completions", rate, 1.0, 32, 0, 0)  # warm up
         records = _load(
             "open", router, "/v1/chat/completions", rate, seconds, 32,
             victim_process.pid, kill_at,
         )["records"]  # fmt: skip
-    records.sort(key=lambda record: record[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{router}/metrics", timeout=10) as page:
+            metrics = page.read().decode()
+    retried = sum(
+        float(line.rpartition(" ")[2])
+        for line in metrics.splitlines()
+        if line.startswith("soberana_router_retries_total{") and 'site="victim"' in line
+    )
     failed = sum(1 for *_, status, _ in records if status != 200)
     before = [site for scheduled, _, _, site in records if scheduled < kill_at]
-    last_victim = max(
-        (done for _, done, status, site in records if site == "victim"), default=kill_at
-    )
-    worst = max(
-        (done - scheduled) * 1000 for scheduled, done, _, _ in records if scheduled >= kill_at - 0.1
-    )
+    after_kill = [(done, site) for _, done, _, site in records if done >= kill_at]
+    first_survivor = min((done for done, site in after_kill if site == "survivor"), default=kill_at)
+    last_victim = max((done for done, site in after_kill if site == "victim"), default=kill_at)
+    worst = max((done - sent) * 1000 for sent, done, _, _ in records if sent >= kill_at - 0.1)
     print(
-        f"\nfailover at {rate:.0f} req/s, victim killed at {kill_at:.1f}s of {seconds:.0f}s: "
-        f"{len(records)} requests, {failed} failed; before the kill the victim served "
-        f"{before.count('victim')} of {len(before)}; all answers from the survivor "
-        f"{max(0.0, last_victim - kill_at) * 1000:.1f} ms after the kill; "
-        f"slowest request around the kill {worst:.1f} ms"
+        f"\nfailover at {rate:.0f} req/s; the nearest site (the victim) is killed at "
+        f"{kill_at:.1f}s of {seconds:.0f}s: {len(records)} requests, {failed} failed; "
+        f"the victim served {before.count('victim')} of {len(before)} before the kill; "
+        f"first answer from the survivor {(first_survivor - kill_at) * 1000:.1f} ms and last "
+        f"from the victim {(last_victim - kill_at) * 1000:.1f} ms after the kill; "
+        f"{retried:.0f} attempts on the dead victim were retried; slowest request around the "
+        f"kill {worst:.1f} ms"
     )
 
 
@@ -430,9 +466,11 @@ def main() -> None:
     parser.add_argument("--failover-rate", type=float, default=500.0)
     options = parser.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-router-") as workdir:
         _overhead(options, Path(workdir))
         _failover(options, Path(workdir))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def _role(role: str, arguments: list[str]) -> None:
