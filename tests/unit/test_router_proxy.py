@@ -82,13 +82,14 @@ def routes(urls: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[Setup]:
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
+    """The router and three sites; ``indirect`` parametrisation sets the response timeout."""
     sites = {name: FakeSite(name) for name in ("br1", "scl1", "us1")}
     clock = FakeClock()
     spans = InMemorySpanExporter()
     settings = RouterSettings(
         region="br-southeast",
-        forward=ForwardSettings(response_timeout_s=0.5),
+        forward=ForwardSettings(response_timeout_s=getattr(request, "param", 60.0)),
         failure_threshold=2,
         open_for_s=10.0,
     )
@@ -187,6 +188,7 @@ async def test_a_dropped_connection_is_retried_on_the_next_candidate(setup: Setu
     assert (status, site) == (200, "scl1")
 
 
+@pytest.mark.parametrize("setup", [0.5], indirect=True)
 async def test_a_site_silent_past_the_response_timeout_is_retried(setup: Setup) -> None:
     setup.sites["br1"].hold = asyncio.Event()  # never set
     status, _, site = await setup.post(CHAT, chat())
