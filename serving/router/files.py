@@ -3,6 +3,8 @@
 Mounted ConfigMaps and Secrets change in place, so the file is polled: when its identity, size
 or modification time changes it is parsed again. A version that does not parse is logged and
 ignored; the last good one stays in force, so a bad edit never empties the router's table.
+A file that holds secrets is followed with ``secret=True``: YAML syntax errors are then reported
+by position only, because PyYAML quotes the offending line.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ class FileFollower(Generic[T]):
         parse: Callable[[Any], T],
         publish: Callable[[T], None],
         interval_s: float = 2.0,
+        *,
+        secret: bool = False,
     ) -> None:
         self.path = path
+        self._secret = secret
         self._parse = parse
         self._publish = publish
         self._interval_s = interval_s
@@ -38,7 +43,15 @@ class FileFollower(Generic[T]):
     def load(self) -> T:
         """Read, parse and publish the file now; raises when it is missing or invalid."""
         seen = self._identity()
-        value = self._parse(yaml.safe_load(self.path.read_text()))
+        try:
+            document = yaml.safe_load(self.path.read_text())
+        except yaml.MarkedYAMLError as error:
+            if not self._secret:
+                raise
+            mark = error.problem_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"{self.path} is not valid YAML{where}") from None
+        value = self._parse(document)
         self._seen = seen
         self._publish(value)
         return value

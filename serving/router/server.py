@@ -51,7 +51,9 @@ async def serve(options: ServerOptions) -> None:
         api = client.ApiClient(await load_configuration(kubeconfig))
         background.append(ClusterTableSource(api, router.set_table).run)
     if options.api_keys is not None:
-        keys = FileFollower(options.api_keys, api_keys_from_document, router.set_api_keys)
+        keys = FileFollower(
+            options.api_keys, api_keys_from_document, router.set_api_keys, secret=True
+        )
         keys.load()
         background.append(keys.follow)
 

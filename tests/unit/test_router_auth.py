@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from soberana.serving.router.auth import Caller, api_keys_from_document
+from soberana.serving.router.files import FileFollower
 
 SECRET = "sk-acme-0123456789"
 
@@ -57,3 +59,13 @@ def test_one_key_for_two_tenants_is_refused() -> None:
         api_keys_from_document(
             {"keys": [{"tenant": "a", "key": SECRET}, {"tenant": "b", "key": SECRET}]}
         )
+
+
+def test_a_keys_file_with_broken_yaml_is_reported_without_its_content(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"keys:\n- {{tenant: acme, key: {SECRET}\n")  # an unclosed mapping
+    follower = FileFollower(path, api_keys_from_document, lambda _: None, secret=True)
+    with pytest.raises(ValueError, match="is not valid YAML at line") as raised:
+        follower.load()
+    assert SECRET not in str(raised.value)
+    assert raised.value.__suppress_context__  # a traceback will not show the YAML error either
