@@ -13,7 +13,7 @@ went out, the client's connection is aborted rather than ended, so that the trun
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -152,9 +152,11 @@ class Forwarder:
                     raise _ServerError(f"answered {upstream.status}")
                 if self._fits_buffer(upstream):
                     response = await self._buffered(upstream, site.name)
-                    settled = self._succeed(health, waited, result, site.name)
+                    self._succeed(health, waited, result, site.name)
+                    settled = True
                     return response
-                settled = self._succeed(health, waited, result, site.name)
+                self._succeed(health, waited, result, site.name)
+                settled = True
                 return await self._streamed(client, upstream, site.name, result)
         except (*_RETRIABLE, _ServerError) as error:
             settled = True
@@ -168,12 +170,11 @@ class Forwarder:
             if not settled:  # cancelled: the client went away before the site answered
                 health.breaker.on_abandoned(probe=probe)
 
-    def _succeed(self, health: SiteHealth, waited: float, result: Forwarded, site: str) -> bool:
+    def _succeed(self, health: SiteHealth, waited: float, result: Forwarded, site: str) -> None:
         health.observe_latency(waited * 1000)
         health.breaker.on_success()
         result.site = site
         result.upstream_wait_s = waited
-        return True
 
     def _fits_buffer(self, upstream: aiohttp.ClientResponse) -> bool:
         length = upstream.content_length
@@ -199,22 +200,37 @@ class Forwarder:
         response = web.StreamResponse(
             status=upstream.status, headers=_response_headers(upstream.headers, site)
         )
-        await response.prepare(client)
         try:
-            async for chunk in upstream.content.iter_any():
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:  # the client went away: stop reading the site
-                    upstream.close()
-                    return response
-        except _RETRIABLE as error:
-            log.warning("site %s failed mid-response: %s", site, _describe(error))
+            await response.prepare(client)
+            async for chunk in _arriving(upstream):
+                await response.write(chunk)
+            await response.write_eof()
+        except _SiteFailedError as error:
+            log.warning("site %s failed mid-response: %s", site, error)
             result.aborted = True
             if client.transport is not None:
                 client.transport.abort()
-            return response
-        await response.write_eof()
+        except ConnectionResetError:  # the client went away: stop reading the site
+            upstream.close()
         return response
+
+
+async def _arriving(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The site's body, chunk by chunk as it arrives; the site failing raises _SiteFailedError,
+    so that it is never mistaken for the client going away."""
+    chunks = upstream.content.iter_any().__aiter__()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except _RETRIABLE as error:
+            raise _SiteFailedError(_describe(error)) from error
+        yield chunk
+
+
+class _SiteFailedError(Exception):
+    """The site failed after its response had started."""
 
 
 class _ServerError(Exception):

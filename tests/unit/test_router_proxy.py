@@ -288,6 +288,23 @@ async def test_a_site_failing_mid_stream_aborts_the_clients_connection(setup: Se
     assert setup.hits("scl1") == 0  # bytes had reached the client: never retried
 
 
+async def test_a_client_leaving_mid_stream_is_not_held_against_the_site(setup: Setup) -> None:
+    gate: asyncio.Queue[bool] = asyncio.Queue()
+    setup.sites["br1"].gate = gate
+    setup.sites["br1"].chunks = 50
+    async with setup.http.post(setup.url + CHAT, json=chat(stream=True)) as response:
+        gate.put_nowait(True)
+        await asyncio.wait_for(_next_event(response), timeout=10)
+        response.connection.transport.abort()  # type: ignore[union-attr]
+    health = setup.router.health["br1"]
+    async with asyncio.timeout(10):
+        while health.in_flight:  # the router notices when it next writes to the client
+            gate.put_nowait(True)
+            await asyncio.sleep(0.01)
+    assert health.breaker.consecutive_failures == 0
+    assert setup.hits("scl1") == 0
+
+
 async def test_trace_context_goes_to_the_site_and_the_span_carries_the_decision(
     setup: Setup,
 ) -> None:
