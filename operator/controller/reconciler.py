@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -131,6 +132,7 @@ class Reconciler:
         # status JSON we wrote, by "<plural>/<key>", with when: trusted while the index lags
         self._written: dict[str, tuple[dict[str, Any], float]] = {}
         self.last_result: ReconcileResult | None = None
+        self._last_inputs: list[Any] = []
 
     # ------------------------------------------------------------------ inputs
 
@@ -157,12 +159,17 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile whenever something changed, debounced; survive any single failure."""
         backoff = 1.0
+        pause = self.config.debounce_s
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.config.debounce_s)
+            # wait as long as the last pass took, so that planning never takes over the CPU
+            # from the watch streams that feed it
+            await asyncio.sleep(pause)
             self._dirty.clear()
             try:
+                started = time.monotonic()
                 await self.reconcile_once()
+                pause = max(self.config.debounce_s, time.monotonic() - started)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -175,6 +182,11 @@ class Reconciler:
     async def reconcile_once(self) -> ReconcileResult:
         raw_sites = _flatten(self._sites)
         raw_deployments = _flatten(self._deployments)
+        inputs = self._inputs(raw_sites, raw_deployments)
+        if self.last_result is not None and inputs == self._last_inputs and not self._released:
+            # only metadata moved (Kopf's finalizers and annotations): the last pass still holds
+            return ReconcileResult(plan=self.last_result.plan, invalid=self.last_result.invalid)
+        self._last_inputs = inputs
         deleting = {
             _key(raw) for raw in raw_deployments if raw["metadata"].get("deletionTimestamp")
         }
@@ -242,6 +254,21 @@ class Reconciler:
             len(result.invalid),
         )
         return result
+
+    def _inputs(self, raw_sites: list[RawObject], raw_deployments: list[RawObject]) -> list[Any]:
+        """Everything a pass reads, to skip passes that could not change anything."""
+        objects = [
+            (
+                _key(raw),
+                raw["metadata"].get("generation"),
+                json.dumps(raw["metadata"].get("labels"), sort_keys=True),
+                raw["metadata"].get("deletionTimestamp"),
+                json.dumps(raw.get("status"), sort_keys=True, default=str),
+            )
+            for raw in [*raw_sites, *raw_deployments]
+        ]
+        agents = self.fleet.agents() if self.fleet is not None else {}
+        return [objects, [(name, agent.health()) for name, agent in sorted(agents.items())]]
 
     async def stop(self) -> None:
         if self.fleet is not None:
