@@ -61,7 +61,6 @@ ANSWER = json.dumps(
 REQUEST_BODY = json.dumps(
     {"model": "bench/echo", "messages": [{"role": "user", "content": "hi"}]}
 ).encode()
-ROUTER_COMMAND = "from soberana.operator.cli.router import router; router()"
 
 
 # --- the backend: a minimal keep-alive HTTP/1.1 server -------------------------------------
@@ -286,8 +285,8 @@ def _router(backends: dict[str, int], workdir: Path) -> Iterator[tuple[int, int]
         )
     )
     port = _free_port()
-    command = [sys.executable, "-c", ROUTER_COMMAND, "--routes", str(routes), "--port", str(port),
-               "--region", "bench"]  # fmt: skip
+    command = [sys.executable, "-m", "soberana.operator.cli", "router", "--routes", str(routes),
+               "--port", str(port), "--region", "bench"]  # fmt: skip
     with _process(*command, port=port) as process:
         yield port, process.pid
 

@@ -1,4 +1,4 @@
-"""Failover under load: the router command in front of two site processes, one of them killed.
+"""Failover under load: ``soberana router`` in front of two site processes, one of them killed.
 
 Both sites serve the model and share the load; halfway through a bounded run the busier one is
 killed with SIGKILL, connections and in-flight requests included. Every request must still
@@ -27,8 +27,6 @@ WORKERS = 16
 REQUESTS = 3000
 KILL_AFTER = 600  # answers from the victim before it is killed
 RUN_DEADLINE_S = 120
-# `soberana router`, called directly so that the test does not depend on the group's registry
-ROUTER_COMMAND = "from soberana.operator.cli.router import router; router()"
 
 
 def start(*command: str) -> subprocess.Popen[bytes]:
@@ -84,7 +82,7 @@ async def test_killing_one_of_two_loaded_sites_fails_no_request(
     )  # fmt: skip
     router_port = free_port()
     processes.append(
-        start(sys.executable, "-c", ROUTER_COMMAND, "--routes", str(routes),
+        start(sys.executable, "-m", "soberana.operator.cli", "router", "--routes", str(routes),
               "--port", str(router_port), "--region", "br-southeast")
     )  # fmt: skip
     router = f"http://127.0.0.1:{router_port}"
