@@ -1,9 +1,9 @@
 """Failover under load: ``soberana router`` in front of two site processes, one of them killed.
 
-Both sites serve the model and share the load; halfway through a bounded run the busier one is
-killed with SIGKILL, connections and in-flight requests included. Every request must still
-succeed, and once the killed site's last requests are settled every answer comes from the
-survivor.
+Both sites serve the model and share the load; once one of them has served its share of a
+bounded run, it is killed with SIGKILL, connections and in-flight requests included. Every
+request must still succeed, and once the killed site's last requests are settled every answer
+comes from the survivor.
 """
 
 from __future__ import annotations
