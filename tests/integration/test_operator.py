@@ -252,7 +252,13 @@ def test_restart_converges_without_changes(
         timeout=60,
         what="all four placed",
     )
-    operator.wait_for_log("reconciled: ")
+
+    def settled() -> bool:
+        passes = operator.this_run().split("reconciled: ")[1:]
+        return bool(passes) and " 0 status writes" in passes[-1].splitlines()[0]
+
+    # the operator is quiet: its last pass had nothing left to write
+    wait_for(settled, timeout=60, what="a pass that writes nothing")
     before = {name: cluster.get("mdep", name, namespace)["status"] for name in names}
 
     operator.restart()
