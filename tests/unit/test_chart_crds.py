@@ -1,4 +1,4 @@
-"""The Helm chart ships exactly the generated CRDs: charts/soberana/crds/ is a byte copy of crds/."""
+"""The Helm chart ships the generated CRDs: charts/soberana/crds/ is a byte copy of crds/."""
 
 from __future__ import annotations
 
