@@ -35,9 +35,9 @@ from soberana.operator.core.placement.world import Deployment
 from soberana.operator.core.render import SiteApplication, render_serve_config
 from soberana.operator.devenv.binaries import ensure_all
 from soberana.operator.devenv.controlplane import ControlPlane, wait_for
+from soberana.operator.devenv.raysites import RaySite, start_ray_site
+from soberana.operator.devenv.tinymodels import SCRIPTED_FEATURES, make_scripted_model
 from tests.httpjson import call
-from tests.models import SCRIPTED_FEATURES, make_scripted_model
-from tests.ray_sites import RaySite, start_ray_site
 
 NAMESPACE = "bench"
 

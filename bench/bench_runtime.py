@@ -36,8 +36,12 @@ from urllib.parse import urlsplit
 from soberana.operator.core.api import ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment
 from soberana.operator.core.render import SiteApplication, render_serve_config, route_prefix
+from soberana.operator.devenv.tinymodels import (
+    SCRIPTED_FEATURES,
+    make_language_model,
+    make_scripted_model,
+)
 from tests.local_serve import local_serve
-from tests.models import SCRIPTED_FEATURES, make_language_model, make_scripted_model
 
 NAMESPACE = "bench"
 MAX_BATCH = 16

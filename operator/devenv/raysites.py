@@ -1,4 +1,4 @@
-"""Real local Ray clusters standing in for GPU sites: ``ray start --head`` with their own ports.
+"""Local Ray clusters standing in for GPU sites (demo and tests): ``ray start --head`` each.
 
 Each site is a separate Ray cluster (its own GCS, dashboard, temp dir and port ranges) with Serve
 listening on its own HTTP port, as a site operator would run it. Ray declares GPUs the machine need
@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soberana.operator.devenv.controlplane import free_port, wait_for
-from tests.httpjson import call
 
 _RAY = Path(sys.executable).with_name("ray")
 
@@ -122,9 +122,12 @@ def start_ray_site(
         )
 
     def dashboard_up() -> bool:
-        assert site.alive(), f"ray start exited:\n{site.log.read_text()[-3000:]}"
+        if not site.alive():
+            raise RuntimeError(f"ray start exited:\n{site.log.read_text()[-3000:]}")
+        request = urllib.request.Request(f"{site.dashboard_url}/api/version", headers=site.auth)
         try:
-            return call("GET", f"{site.dashboard_url}/api/version", headers=site.auth).status == 200
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return bool(response.status == 200)
         except OSError:
             return False
 
@@ -140,5 +143,7 @@ def start_ray_site(
     started = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
-    assert started.returncode == 0, f"serve start failed on {name}:\n{started.stderr[-3000:]}"
+    if started.returncode != 0:
+        site.stop()
+        raise RuntimeError(f"serve start failed on {name}:\n{started.stderr[-3000:]}")
     return site

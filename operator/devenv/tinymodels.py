@@ -1,4 +1,4 @@
-"""Tiny models made on the spot, for tests and benchmarks that must not download anything.
+"""Tiny models made on the spot, for the demo, tests and benchmarks: nothing is downloaded.
 
 - :func:`make_scripted_model`: an MLP, scripted with ``torch.jit.script`` (format
   ``torchscript``), that takes rows of :data:`SCRIPTED_FEATURES` numbers; small by default,

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from soberana.operator.devenv.controlplane import wait_for
+from soberana.operator.devenv.raysites import RaySite, start_ray_site
+from soberana.operator.devenv.tinymodels import SCRIPTED_FEATURES, make_scripted_model
 from tests.httpjson import call
 from tests.integration.operator_process import OperatorProcess
 from tests.kube import Cluster
-from tests.models import SCRIPTED_FEATURES, make_scripted_model
-from tests.ray_sites import RaySite, start_ray_site
 
 LABEL = "test.soberana.io/e2e"
 

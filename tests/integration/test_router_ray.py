@@ -23,11 +23,11 @@ import pytest
 from soberana.operator.core.api import ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment
 from soberana.operator.core.render import SiteApplication, render_serve_config, route_prefix
+from soberana.operator.devenv.tinymodels import make_language_model
 from soberana.serving.router.app import Router, RouterSettings
 from soberana.serving.router.table import table_from_routes
 from tests.httpjson import call, events
 from tests.local_serve import LocalServe, local_serve
-from tests.models import make_language_model
 from tests.router_sites import FakeSite, running_router, serving
 
 MODEL = "ml/chat"

@@ -20,15 +20,15 @@ import pytest
 from soberana.operator.core.api import ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment
 from soberana.operator.core.render import SiteApplication, render_serve_config, route_prefix
-from tests.httpjson import Reply, call, events
-from tests.local_serve import local_serve
-from tests.models import (
+from soberana.operator.devenv.tinymodels import (
     LANGUAGE_CONTEXT,
     SCRIPTED_FEATURES,
     SCRIPTED_OUTPUTS,
     make_language_model,
     make_scripted_model,
 )
+from tests.httpjson import Reply, call, events
+from tests.local_serve import local_serve
 
 SITE = "test-site"
 BATCH_WAIT_S = 0.2

@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from soberana.operator.devenv.tinymodels import LANGUAGE_CONTEXT, make_language_model
 from soberana.serving.runtime.args import TorchScriptArgs, TransformersArgs, parse_runtime_args
 from soberana.serving.runtime.generation import Sampling, TextDelta, TextGenerator
 from soberana.serving.runtime.storage import (
@@ -16,7 +17,6 @@ from soberana.serving.runtime.storage import (
     ModelNotFoundError,
     local_model_path,
 )
-from tests.models import LANGUAGE_CONTEXT, make_language_model
 
 
 @pytest.fixture
