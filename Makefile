@@ -18,20 +18,22 @@ help:
 	@echo "make demo       the end-to-end demo"
 	@echo "make bench      benchmarks (see bench/RESULTS.md)"
 
+# pip runs as its script, never `python -m pip`: from this folder, a bare interpreter would
+# import ./operator/ in place of the standard library's `operator` module
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $@
 
 binaries: $(STAMP)
 	$(BIN)/python -m soberana.operator.devenv.binaries
 
 test: $(STAMP) binaries
-	$(BIN)/python -m pytest
+	$(BIN)/pytest
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/pytest -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -318,6 +318,7 @@ def ensure_kubectl_and_helm(progress: Progress = _stderr_progress) -> tuple[Path
                 ],
                 capture_output=True,
                 text=True,
+                cwd=tmp,  # not a source checkout, whose ./operator/ would shadow the stdlib's
             )
             if result.returncode != 0:
                 raise BuildError("downloading the kubectl/helm wheel", result.stderr[-2000:], hint)
