@@ -190,6 +190,17 @@ def test_router_can_be_left_out(cluster: Cluster) -> None:
     assert ("Deployment", "test-soberana-operator") in names
 
 
+def test_a_router_only_release_has_no_operator(cluster: Cluster) -> None:
+    """One more router (another region, say) beside the release that runs the operator."""
+    manifests = render(cluster, "--set=operator.enabled=false", "--set=router.region=cl-central")
+    names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    assert not [name for _, name in names if "operator" in name]
+    assert ("Deployment", "test-soberana-router") in names
+    assert ("ClusterRole", "test-soberana-router") in names
+    router = container(find(manifests, "Deployment", "-router"))
+    assert "--region=cl-central" in router["args"]
+
+
 def test_watch_namespaces_and_secret_names_narrow_the_operator(cluster: Cluster) -> None:
     default = render(cluster)
     narrowed = render(
