@@ -7,6 +7,7 @@ code as ``soberana dev up`` and dies with the test process even if pytest is kil
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from soberana.operator.devenv.controlplane import ControlPlane
 from tests.kube import Cluster
 
 _INTEGRATION = Path(__file__).parent / "integration"
+
+# Ray clusters started by tests (in this process or as children) stay on loopback: without this,
+# Ray replaces 127.0.0.1 with the machine's "remotely reachable" address
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

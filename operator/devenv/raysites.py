@@ -53,20 +53,55 @@ class RaySite:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
+        """End every process of the cluster: SIGTERM, then SIGKILL what is left after 30 s."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        _signal_session(self.process.pid, signal.SIGTERM)
         try:
+            wait_for(lambda: not _session_members(self._session), timeout=30, what="Ray to stop")
+        except TimeoutError:
+            _signal_session(self._session, signal.SIGKILL)
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the cluster at once, as a crash or a power cut would."""
+        if self.process is None:
+            return
+        _signal_session(self._session, signal.SIGKILL)
+        self._reap()
+
+    @property
+    def _session(self) -> int:
+        # `ray start` leads a session of its own; Ray moves its workers (Serve's proxy and
+        # controller, the replicas) into process groups of their own, but not out of the session
+        assert self.process is not None
+        return self.process.pid
+
+    def _reap(self) -> None:
+        assert self.process is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        # raylet children may outlive the `ray start --block` parent: end the whole group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        wait_for(lambda: not _session_members(self._session), timeout=30, what="Ray to exit")
         self.process = None
+
+
+def _session_members(session: int) -> list[int]:
+    """PIDs of the live processes in ``session``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_session(session: int, signum: int) -> None:
+    for pid in _session_members(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def start_ray_site(
@@ -88,6 +123,9 @@ def start_ray_site(
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # a one-node cluster on loopback: without this Ray swaps 127.0.0.1 for the machine's
+        # "remotely reachable" address
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": site.token,
     }

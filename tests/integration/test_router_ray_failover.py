@@ -10,11 +10,7 @@ succeed, on the survivor from then on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,24 +53,6 @@ def ray_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ra
             site.stop()
 
 
-def kill_cluster(site: RaySite) -> None:
-    """SIGKILL every process of the site's Ray cluster: its session, which ``ray start`` leads.
-
-    Ray puts each worker (Serve's proxy and controller, the replicas) in a process group of its
-    own, so the group of ``ray start`` alone would leave them serving.
-    """
-    assert site.process is not None
-    session = site.process.pid
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        if int(fields[3]) == session:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-
-
 async def test_killing_one_of_two_loaded_ray_sites_fails_no_request(
     ray_sites: dict[str, RaySite],
 ) -> None:
@@ -109,7 +87,7 @@ async def test_killing_one_of_two_loaded_ray_sites_fails_no_request(
             except aiohttp.ClientError as error:
                 failures.append(repr(error))
             if not killed_at and served.count(victim) >= KILL_AFTER:
-                kill_cluster(ray_sites[victim])
+                ray_sites[victim].kill()
                 killed_at.append(len(served))
 
     async with (
