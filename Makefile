@@ -7,14 +7,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := test,lint,serving
 
-.PHONY: all test test-unit lint fmt crds demo bench binaries clean help
+.PHONY: all test test-unit lint fmt crds docs demo bench binaries clean help
 all: test
 
 help:
 	@echo "make test       all tests: unit + integration on a real API server (builds binaries first run)"
 	@echo "make test-unit  only the fast pure tests"
 	@echo "make lint       ruff, mypy (strict) and the import-linter layering contract"
-	@echo "make crds       regenerate crds/ from the typed models"
+	@echo "make crds       regenerate crds/ (and the chart's copy) from the typed models"
+	@echo "make docs       regenerate docs/api.md from the typed models"
 	@echo "make demo       the end-to-end demo"
 	@echo "make bench      benchmarks (see bench/RESULTS.md)"
 
@@ -47,6 +48,9 @@ fmt: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/python hack/generate_crds.py
+
+docs: $(STAMP)
+	$(BIN)/python hack/generate_api_docs.py
 
 demo: $(STAMP) binaries
 	$(BIN)/soberana demo

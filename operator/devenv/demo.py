@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import yaml
@@ -28,6 +27,7 @@ import yaml
 from soberana.operator.core.crds import custom_resource_definitions
 from soberana.operator.devenv.binaries import Binaries, ensure_all
 from soberana.operator.devenv.controlplane import ControlPlane, free_port, wait_for
+from soberana.operator.devenv.raysites import RaySite, start_ray_site
 
 NAMESPACE = "soberana-demo"
 SCENARIO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -142,8 +142,6 @@ def _scenario(demo: Demo) -> None:
         say(f"    {model}")
 
     with demo.step("Two Ray clusters as sites: São Paulo (BR) and Santiago (CL)"):
-        from soberana.operator.devenv.raysites import start_ray_site
-
         sites = {}
         for name, ports in (("sao-paulo", (22000, 22499)), ("santiago", (22500, 22999))):
             say(f"    starting {name} (ray start --head, then Serve)...")
@@ -170,13 +168,6 @@ def _scenario(demo: Demo) -> None:
         )
 
     with demo.step(f"The scenario in {SCENARIO}"):
-        values = {
-            "SAO_PAULO_DASHBOARD": sites["sao-paulo"].dashboard_url,
-            "SAO_PAULO_SERVE": sites["sao-paulo"].serve_url,
-            "SANTIAGO_DASHBOARD": sites["santiago"].dashboard_url,
-            "SANTIAGO_SERVE": sites["santiago"].serve_url,
-            "MODEL_URI": f"file://{model}",
-        }
         documents: list[dict[str, Any]] = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         ]
@@ -190,8 +181,9 @@ def _scenario(demo: Demo) -> None:
                 }
             )
         for file in ("sites.yaml", "deployments.yaml"):
-            text = Template((SCENARIO / file).read_text()).substitute(values)
-            documents.extend(doc for doc in yaml.safe_load_all(text) if doc)
+            for document in yaml.safe_load_all((SCENARIO / file).read_text()):
+                if document:
+                    documents.append(_localised(document, sites, model))
         demo.run_kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
         say(f"    applied {len(documents)} objects")
 
@@ -307,6 +299,17 @@ def _scenario(demo: Demo) -> None:
         demo.show("get", "isite")
         demo.show("get", "mdep", "-n", NAMESPACE)
         say(f"    citizen-helper: {demo.condition('citizen-helper', 'Placed')['message']}")
+
+
+def _localised(document: dict[str, Any], sites: dict[str, RaySite], model: Path) -> dict[str, Any]:
+    """A scenario object with the URLs of the Ray clusters started here and the model made here."""
+    name = document["metadata"]["name"].removesuffix("-local")
+    if document["kind"] == "InferenceSite" and name in sites:
+        ray = document["spec"]["backend"]["ray"]
+        ray["dashboardURL"], ray["serveURL"] = sites[name].dashboard_url, sites[name].serve_url
+    if document["kind"] == "ModelDeployment":
+        document["spec"]["model"]["uri"] = f"file://{model}"
+    return document
 
 
 def _kubernetes(demo: Demo, binaries: Binaries) -> Path:

@@ -24,7 +24,7 @@ from soberana.operator.core.placement import World, place
 from soberana.operator.manifests import load_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = str(ROOT / "examples")
+EXAMPLES = str(ROOT / "examples" / "latam")
 
 
 def test_json_places_every_example() -> None:
@@ -82,7 +82,7 @@ def test_invalid_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_snapshot_with_status_shows_what_is_kept_and_what_moves(tmp_path: Path) -> None:
-    manifests = load_manifests([ROOT / "examples"])
+    manifests = load_manifests([ROOT / "examples" / "latam"])
     first = place(World.from_resources(manifests.sites, manifests.deployments))
     documents: list[dict[str, Any]] = []
     for deployment in manifests.deployments:

@@ -39,9 +39,10 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_the_examples_load() -> None:
-    found = load_manifests([ROOT / "examples"])
-    assert len(found.sites) == 7
-    assert len(found.deployments) == 6
+    latam = load_manifests([ROOT / "examples" / "latam"])
+    assert (len(latam.sites), len(latam.deployments)) == (7, 6)
+    demo = load_manifests([ROOT / "examples" / "demo"])
+    assert (len(demo.sites), len(demo.deployments)) == (3, 3)
 
 
 def test_directories_multi_documents_lists_and_other_groups(tmp_path: Path) -> None:
