@@ -22,11 +22,11 @@ from soberana.operator.controller.kube import (
     KubeWriter,
     SecretReader,
     connection_info,
-    load_configuration,
 )
 from soberana.operator.controller.reconciler import DEPLOYMENTS, SITES, Reconciler
 from soberana.operator.controller.snapshot import freeze
 from soberana.operator.core.api import GROUP, VERSION
+from soberana.operator.kubeconfig import load_configuration
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger(__name__)

@@ -10,14 +10,13 @@ import base64
 import datetime as dt
 import inspect
 import logging
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from soberana.operator.backends.base import BackendError
@@ -49,23 +48,6 @@ class ObjectRef:
             namespace=metadata.get("namespace"),
             uid=metadata.get("uid"),
         )
-
-
-async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """Client settings from ``kubeconfig`` if given, else the in-cluster service account, else
-    ``$KUBECONFIG`` or ``~/.kube/config``."""
-    configuration = client.Configuration()
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return configuration
-        except config.ConfigException:
-            pass
-    await config.load_kube_config(
-        config_file=kubeconfig or os.environ.get("KUBECONFIG"),
-        client_configuration=configuration,
-    )
-    return configuration
 
 
 async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:

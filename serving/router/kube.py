@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
@@ -57,23 +56,6 @@ class _Store(Generic[M]):
         except ValidationError as error:
             self.objects.pop(key, None)
             log.warning("left %s %s out of the routing table: %s", self.plural, key, error)
-
-
-async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """Client settings from ``kubeconfig`` if given, else the in-cluster service account, else
-    ``$KUBECONFIG`` or ``~/.kube/config`` (as the operator finds its own)."""
-    configuration = client.Configuration()
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return configuration
-        except config.ConfigException:
-            pass
-    await config.load_kube_config(
-        config_file=kubeconfig or os.environ.get("KUBECONFIG"),
-        client_configuration=configuration,
-    )
-    return configuration
 
 
 class ClusterTableSource:

@@ -13,10 +13,11 @@ import uvloop
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from soberana.operator.kubeconfig import load_configuration
 from soberana.serving.router.app import Background, Router, RouterSettings, router_app
 from soberana.serving.router.auth import api_keys_from_document
 from soberana.serving.router.files import FileFollower
-from soberana.serving.router.kube import ClusterTableSource, load_configuration
+from soberana.serving.router.kube import ClusterTableSource
 from soberana.serving.router.table import table_from_routes
 from soberana.serving.router.telemetry import make_telemetry
 

@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from soberana.operator.kubeconfig import load_configuration
 from soberana.serving.router.app import Router, RouterSettings
-from soberana.serving.router.kube import ClusterTableSource, load_configuration
+from soberana.serving.router.kube import ClusterTableSource
 from tests.kube import Cluster
 from tests.router_sites import FakeSite, running_router, serving
 
