@@ -243,6 +243,10 @@ class Reconciler:
         for key, released in list(self._released.items()):
             if key not in alive and not _still_running(key, agents):
                 released.set()
+        present = {f"{SITES}/{_key(raw)}" for raw in raw_sites}
+        present |= {f"{DEPLOYMENTS}/{key}" for key in alive}
+        for gone in self._written.keys() - present:
+            del self._written[gone]
         self.last_result = result
         placed = sum(1 for decision in plan.deployments.values() if decision.placed)
         log.info(

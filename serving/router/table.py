@@ -101,10 +101,10 @@ def table_from_resources(
 
 
 def _site_from_resource(site: InferenceSite) -> Site:
-    ray = site.spec.backend.ray
+    url = site.spec.backend.serve_url
     return Site(
         name=site.name,
-        url=ray.serve_url.rstrip("/") if ray is not None else None,
+        url=url.rstrip("/") if url is not None else None,
         jurisdiction=site.spec.jurisdiction,
         latency_ms=dict(site.spec.latency_ms),
     )

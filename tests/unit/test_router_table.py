@@ -124,6 +124,14 @@ def test_the_table_from_api_objects_routes_only_to_replicas_that_serve() -> None
     )
 
 
+def test_a_kuberay_site_is_reached_at_its_declared_serve_url() -> None:
+    document = site_object("sp3", ray=False).model_dump(by_alias=True, exclude_none=True)
+    document["spec"]["backend"]["kuberay"]["serveURL"] = "https://serve.sp3.example/"
+    site = InferenceSite.model_validate(document)
+    routing = table_from_resources([site], [deployment_object([placement("sp3", "Running", 1)])])
+    assert routing.sites["sp3"].url == "https://serve.sp3.example"
+
+
 def test_a_deployment_without_a_status_is_known_but_placed_nowhere() -> None:
     routing = table_from_resources([], [deployment_object(None)])
     assert routing.models["ml/chat"].replicas == ()

@@ -91,6 +91,13 @@ class KubeRayBackend(SpecModel):
     namespace: NamespaceName = Field(
         "default", description="Namespace of the site's cluster where the RayService is written."
     )
+    serve_url: HttpUrl | None = Field(
+        None,
+        alias="serveURL",
+        description="Base URL where the router reaches the RayService's Serve proxy from outside "
+        "the site cluster (an Ingress or LoadBalancer in front of the Service "
+        "soberana-<site>-serve-svc). Unset: the router sends this site no traffic.",
+    )
 
 
 class Backend(SpecModel):
@@ -117,6 +124,13 @@ class Backend(SpecModel):
         if (self.ray is None) == (self.kuberay is None):
             raise ValueError("set exactly one of backend.ray or backend.kuberay")
         return self
+
+    @property
+    def serve_url(self) -> str | None:
+        """Where requests for the site's models go, whichever backend deploys them."""
+        if self.ray is not None:
+            return str(self.ray.serve_url)
+        return str(self.kuberay.serve_url) if self.kuberay and self.kuberay.serve_url else None
 
 
 class InferenceSiteSpec(SpecModel):
