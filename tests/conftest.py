@@ -72,5 +72,10 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     try:
         yield name
     finally:
-        # no kube-controller-manager runs, so the namespace stays Terminating; that is harmless
+        # No kube-controller-manager runs, so a deleted namespace keeps its objects (Terminating).
+        # Mark this test's ModelDeployments deleted first: every later operator leaves them out
+        # of its plans, and they cannot take capacity from another test's sites.
+        cluster.kubectl(
+            "delete", "modeldeployments", "--all", "-n", name, "--wait=false", check=False
+        )
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
