@@ -29,7 +29,6 @@ from soberana.operator.core.api import GROUP, VERSION
 from soberana.operator.kubeconfig import load_configuration
 
 FINALIZER = f"{GROUP}/finalizer"
-log = logging.getLogger(__name__)
 
 
 def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
