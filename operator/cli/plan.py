@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from soberana.operator.cli import options
 from soberana.operator.core.placement import (
     Change,
     Plan,
@@ -19,15 +20,7 @@ from soberana.operator.manifests import ManifestError, load_manifests
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="A YAML file or a directory of them (repeatable).",
-)
+@options.manifest_paths
 @click.option(
     "-o",
     "--output",
@@ -36,13 +29,7 @@ from soberana.operator.manifests import ManifestError, load_manifests
     show_default=True,
     help="table for people, json for programs.",
 )
-@click.option(
-    "--solver",
-    type=click.Choice(["fast", "optimal"]),
-    default="fast",
-    show_default=True,
-    help="fast: the operator's heuristic. optimal: an exact MILP (slower).",
-)
+@options.solver
 def plan(paths: tuple[Path, ...], output: str, solver: str) -> None:
     """Show where ModelDeployments would run on InferenceSites, without a cluster.
 

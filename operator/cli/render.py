@@ -13,21 +13,14 @@ from pathlib import Path
 import click
 import yaml
 
+from soberana.operator.cli import options
 from soberana.operator.core.placement import World, current_allocations, place
 from soberana.operator.core.render import ApplicationNameConflictError, render_site_configs
 from soberana.operator.manifests import ManifestError, load_manifests
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="A YAML file or a directory of them (repeatable).",
-)
+@options.manifest_paths
 @click.option(
     "-o",
     "--output",
@@ -42,13 +35,7 @@ from soberana.operator.manifests import ManifestError, load_manifests
     multiple=True,
     help="Only this site's config (repeatable). Default: every site.",
 )
-@click.option(
-    "--solver",
-    type=click.Choice(["fast", "optimal"]),
-    default="fast",
-    show_default=True,
-    help="fast: the operator's heuristic. optimal: an exact MILP (slower).",
-)
+@options.solver
 def render(paths: tuple[Path, ...], output: str, sites: tuple[str, ...], solver: str) -> None:
     """Print the Ray Serve config of every site, for the ModelDeployments and sites found."""
     try:
