@@ -1,24 +1,33 @@
 """Router overhead and failover on loopback: direct, through soberana's router, through nginx.
 
-One fast backend process answers like a site (a fixed OpenAI-style JSON body, keep-alive). The
-same load generator, a separate process speaking raw HTTP/1.1 over keep-alive connections, then
-measures three paths to it side by side:
+One fast backend process answers like a site (a fixed OpenAI-style JSON body, keep-alive). A load
+generator, a separate process speaking raw HTTP/1.1 over keep-alive connections, measures three
+paths to it side by side in one run:
 
 - direct: client -> backend
 - router: client -> ``soberana router`` (one process, uvloop) -> backend
 - nginx:  client -> nginx (one worker, plain reverse proxy with upstream keep-alive) -> backend
   (skipped, saying so, when nginx is not installed: ``apt-get install -y nginx``)
 
-For each: latency p50/p99 at a fixed open-loop rate (measured from each request's scheduled
-send time, so queueing counts), and the most requests per second with a fixed number of
-connections. Added latency is the path's percentile minus the direct one.
+The paths are interleaved in time: round after round, each path in turn gets a slice of
+``--slice`` seconds (the order rotating every round) until each had ``--seconds`` in all, so a
+change in the machine's load falls on every path alike.
+
+Latency: each slice sends ``--rate`` requests a second on a fixed schedule (open loop: whether or
+not earlier requests were answered). A request's latency runs from the moment the generator sent
+it, any wait for a free connection included, to the last byte of its answer. How late the
+generator sent against its schedule is reported apart (``lag``), so that its own timer jitter is
+counted against no path. Added latency is a path's percentile minus the direct path's.
+
+Throughput: the same rounds again, ``--connections`` connections each sending back to back; and
+the proxy's CPU time per answered request (user and system, from ``/proc``).
 
 Failover: the router in front of two backends at a fixed rate; one is killed with SIGKILL.
 Reported: failed requests, and the time from the kill until every answer comes from the
 survivor. Every phase is bounded in requests and time. Prints; asserts nothing.
 
     python bench/bench_router.py
-    python bench/bench_router.py --rate 1000 --seconds 5 --connections 32
+    python bench/bench_router.py --rate 1000 --seconds 5 --slice 1 --connections 32
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -159,26 +168,46 @@ async def _connect(port: int) -> _Client:
     return client
 
 
+@dataclass(frozen=True)
+class Target:
+    """A path to the backend: where to send, and the proxy's process (0 for none)."""
+
+    name: str
+    port: int
+    path: str
+    pid: int = 0
+
+
+Record = tuple[float, float, float, int, str]  # scheduled, sent, done (s from start), status, site
+
+
 async def _open_loop(
-    port: int, path: str, rate: float, seconds: float, connections: int, kill: tuple[int, float]
-) -> dict[str, Any]:
-    """``rate`` requests a second for ``seconds``; latency counts from the scheduled send."""
+    target: Target,
+    clients: list[_Client],
+    rate: float,
+    seconds: float,
+    kill: tuple[int, float] = (0, 0.0),
+) -> list[Record]:
+    """``rate`` requests a second for ``seconds`` over ``clients``, on schedule whatever the
+    answers; with ``kill``, SIGKILL that process that many seconds in."""
     idle: asyncio.Queue[_Client] = asyncio.Queue()
-    for _ in range(connections):
-        idle.put_nowait(await _connect(port))
-    payload = _request(path)
-    records: list[tuple[float, float, int, str]] = []  # scheduled, done, status, site
-    start = time.perf_counter() + 0.05
+    for client in clients:
+        idle.put_nowait(client)
+    payload = _request(target.path)
+    records: list[Record] = []
+    start = time.perf_counter() + 0.01
     kill_pid, kill_at = kill
 
     async def one(scheduled: float) -> None:
+        sent = time.perf_counter()
         client = await idle.get()
         try:
             status, site = await client.send(payload)
         except ConnectionError:
             status, site = 0, ""
-            client = await _connect(port)
-        records.append((scheduled - start, time.perf_counter() - start, status, site))
+            client = await _connect(target.port)
+        done = time.perf_counter()
+        records.append((scheduled - start, sent - start, done - start, status, site))
         idle.put_nowait(client)
 
     tasks = []
@@ -191,32 +220,76 @@ async def _open_loop(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(scheduled)))
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 30)
-    return {"records": records}
+    clients[:] = [idle.get_nowait() for _ in range(idle.qsize())]
+    return records
 
 
-async def _closed_loop(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
-    """Each connection sends back to back for ``seconds``; how many answers came."""
-    payload = _request(path)
-    clients = [await _connect(port) for _ in range(connections)]
+async def _closed_loop(target: Target, clients: list[_Client], seconds: float) -> tuple[int, int]:
+    """Each client sends back to back for ``seconds``: (answered, failed)."""
+    payload = _request(target.path)
     deadline = time.perf_counter() + seconds
     answered = failed = 0
 
-    async def loop(client: _Client) -> None:
+    async def loop(index: int) -> None:
         nonlocal answered, failed
         while time.perf_counter() < deadline:
             try:
-                status, _ = await client.send(payload)
+                status, _ = await clients[index].send(payload)
             except ConnectionError:
-                status, client = 0, await _connect(port)
+                status, clients[index] = 0, await _connect(target.port)
             if status == 200:
                 answered += 1
             else:
                 failed += 1
 
-    started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(loop(c) for c in clients)), timeout=seconds + 30)
-    elapsed = time.perf_counter() - started
-    return {"rps": answered / elapsed, "seconds": elapsed, "failed": failed}
+    await asyncio.wait_for(
+        asyncio.gather(*(loop(index) for index in range(len(clients)))), timeout=seconds + 30
+    )
+    return answered, failed
+
+
+async def _side_by_side(
+    targets: list[Target], rate: float, slice_s: float, rounds: int, connections: int
+) -> dict[str, dict[str, Any]]:
+    """Every target in turn, round after round: open-loop latency, then closed-loop throughput."""
+    clients = {t.name: [await _connect(t.port) for _ in range(connections)] for t in targets}
+    results: dict[str, dict[str, Any]] = {
+        t.name: {"latency_ms": [], "lag_ms": [], "failed": 0, "answered": 0, "seconds": 0.0,
+                 "cpu_s": 0.0}
+        for t in targets
+    }  # fmt: skip
+
+    def in_turn(round_: int) -> list[Target]:
+        shift = round_ % len(targets)
+        return targets[shift:] + targets[:shift]
+
+    for target in targets:  # warm up: connections, caches, the proxies' upstream pools
+        await _open_loop(target, clients[target.name], rate, min(slice_s, 1.0))
+    for round_ in range(rounds):
+        for target in in_turn(round_):
+            result = results[target.name]
+            for scheduled, sent, done, status, _ in await _open_loop(
+                target, clients[target.name], rate, slice_s
+            ):
+                result["latency_ms"].append((done - sent) * 1000)
+                result["lag_ms"].append((sent - scheduled) * 1000)
+                result["failed"] += status != 200
+    for round_ in range(rounds):
+        for target in in_turn(round_):
+            result = results[target.name]
+            cpu_before = _cpu_seconds(target.pid) if target.pid else 0.0
+            started = time.perf_counter()
+            answered, failed = await _closed_loop(target, clients[target.name], slice_s)
+            result["seconds"] += time.perf_counter() - started
+            result["cpu_s"] += _cpu_seconds(target.pid) - cpu_before if target.pid else 0.0
+            result["answered"] += answered
+            result["failed"] += failed
+    return results
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 # --- the orchestration ------------------------------------------------------------------------
@@ -334,77 +407,82 @@ def _nginx(backend: int, workdir: Path) -> Iterator[tuple[int, int] | None]:
         yield port, process.pid
 
 
-def _load(mode: str, *arguments: object) -> dict[str, Any]:
+def _load(role: str, *arguments: object) -> Any:
     """Run the load generator in a process of its own; its result, from a file it writes."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        command = [sys.executable, __file__, mode, result.name, *map(str, arguments)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        command = [sys.executable, __file__, role, result.name, *map(str, arguments)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
-        loaded: dict[str, Any] = json.loads(Path(result.name).read_text())
-        return loaded
+        return json.loads(Path(result.name).read_text())
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathResult:
     name: str
     p50_ms: float
     p99_ms: float
+    lag_p99_ms: float  # how late the generator sent, against its schedule
     failed: int
     rps: float
     cpu_us: float | None  # the proxy's CPU time per request, user and system
 
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def _measure(
-    name: str, port: int, path: str, options: argparse.Namespace, proxy_pid: int | None = None
-) -> PathResult:
-    _load("open", port, path, options.rate, 1.0, options.connections, 0, 0)  # warm up
-    records = _load("open", port, path, options.rate, options.seconds, options.connections, 0, 0)[
-        "records"
-    ]
-    latencies = sorted((done - scheduled) * 1000 for scheduled, done, _, _ in records)
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-    cpu_before = _cpu_seconds(proxy_pid) if proxy_pid else 0.0
-    closed = _load("closed", port, path, options.seconds, options.connections)
-    cpu_us = None
-    if proxy_pid:
-        answered = closed["rps"] * closed["seconds"]
-        cpu_us = (_cpu_seconds(proxy_pid) - cpu_before) / answered * 1e6
-    failed = sum(1 for *_, status, _ in records if status != 200) + closed["failed"]
-    return PathResult(name, quantiles[49], quantiles[98], failed, closed["rps"], cpu_us)
+    @classmethod
+    def of(cls, name: str, measured: dict[str, Any], proxied: bool) -> PathResult:
+        latency = statistics.quantiles(measured["latency_ms"], n=100, method="inclusive")
+        lag = statistics.quantiles(measured["lag_ms"], n=100, method="inclusive")
+        answered = measured["answered"]
+        return cls(
+            name,
+            latency[49],
+            latency[98],
+            lag[98],
+            measured["failed"],
+            answered / measured["seconds"],
+            measured["cpu_s"] / answered * 1e6 if proxied and answered else None,
+        )
 
 
-def _overhead(options: argparse.Namespace, workdir: Path) -> None:
-    results: list[PathResult] = []
-    with _backend("site") as (backend, _):
-        results.append(_measure("direct", backend, MODEL_PATH + "/v1/chat/completions", options))
-        with _router({"site": backend}, workdir) as (router, router_pid):
-            path = "/v1/chat/completions"
-            results.append(_measure("router", router, path, options, router_pid))
-        with _nginx(backend, workdir) as nginx:
-            if nginx is None:
-                print("nginx: not installed, skipped (apt-get install -y nginx)")
-            else:
-                path = MODEL_PATH + "/v1/chat/completions"
-                results.append(_measure("nginx", nginx[0], path, options, nginx[1]))
+def _overhead(options: argparse.Namespace, workdir: Path) -> list[PathResult]:
+    path = MODEL_PATH + "/v1/chat/completions"
+    with (
+        _backend("site") as (backend, _),
+        _router({"site": backend}, workdir) as (router, router_pid),
+        _nginx(backend, workdir) as nginx,
+    ):
+        targets = [
+            Target("direct", backend, path),
+            Target("router", router, "/v1/chat/completions", router_pid),
+        ]
+        if nginx is None:
+            print("nginx: not installed, skipped (apt-get install -y nginx)")
+        else:
+            targets.append(Target("nginx", nginx[0], path, nginx[1]))
+        rounds = max(1, round(options.seconds / options.slice))
+        measured = _load(
+            "side-by-side",
+            json.dumps([asdict(target) for target in targets]),
+            options.rate,
+            options.slice,
+            rounds,
+            options.connections,
+        )
+        print(f"load average after the overhead runs: {_load_average()}")
+    results = [PathResult.of(t.name, measured[t.name], t.pid != 0) for t in targets]
     direct = results[0]
     print(
-        f"\nlatency at {options.rate:.0f} req/s for {options.seconds:.0f}s (open loop), "
-        f"throughput with {options.connections} connections:"
+        f"\nlatency at {options.rate:.0f} req/s (open loop), throughput with "
+        f"{options.connections} connections; {rounds} interleaved rounds of {options.slice:g}s "
+        f"per path and measurement:"
     )
     print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
-          f"{'req/s':>8} {'failed':>7} {'proxy CPU us/req':>17}")  # fmt: skip
+          f"{'lag p99':>8} {'req/s':>8} {'failed':>7} {'proxy CPU us/req':>17}")  # fmt: skip
     for result in results:
         cpu = "-" if result.cpu_us is None else f"{result.cpu_us:.0f}"
         print(
             f"{result.name:8} {result.p50_ms:8.3f} {result.p99_ms:8.3f} "
             f"{result.p50_ms - direct.p50_ms:8.3f} {result.p99_ms - direct.p99_ms:8.3f} "
-            f"{result.rps:8.0f} {result.failed:7d} {cpu:>17}"
+            f"{result.lag_p99_ms:8.3f} {result.rps:8.0f} {result.failed:7d} {cpu:>17}"
         )
     by_name = {result.name: result for result in results}
     if "nginx" in by_name:
@@ -415,6 +493,7 @@ def _overhead(options: argparse.Namespace, workdir: Path) -> None:
             f"nginx: p50 {added[0][0]:.3f} vs {added[1][0]:.3f} ms, "
             f"p99 {added[0][1]:.3f} vs {added[1][1]:.3f} ms"
         )
+    return results
 
 
 def _failover(options: argparse.Namespace, workdir: Path) -> None:
@@ -425,11 +504,10 @@ def _failover(options: argparse.Namespace, workdir: Path) -> None:
         _backend("survivor") as (survivor, _),
         _router({"victim": victim, "survivor": survivor}, workdir) as (router, _),
     ):
-        _load("open", router, "/v1/chat/completions", rate, 1.0, 32, 0, 0)  # warm up
-        records = _load(
-            "open", router, "/v1/chat/completions", rate, seconds, 32,
-            victim_process.pid, kill_at,
-        )["records"]  # fmt: skip
+        target = json.dumps(asdict(Target("router", router, "/v1/chat/completions")))
+        records: list[Record] = _load(
+            "failover", target, rate, seconds, victim_process.pid, kill_at
+        )
         with urllib.request.urlopen(f"http://127.0.0.1:{router}/metrics", timeout=10) as page:
             metrics = page.read().decode()
     retried = sum(
@@ -438,11 +516,15 @@ def _failover(options: argparse.Namespace, workdir: Path) -> None:
         if line.startswith("soberana_router_retries_total{") and 'site="victim"' in line
     )
     failed = sum(1 for *_, status, _ in records if status != 200)
-    before = [site for scheduled, _, _, site in records if scheduled < kill_at]
-    after_kill = [(done, site) for _, done, _, site in records if done >= kill_at]
+    before = [site for scheduled, *_, site in records if scheduled < kill_at]
+    after_kill = [(done, site) for _, _, done, _, site in records if done >= kill_at]
     first_survivor = min((done for done, site in after_kill if site == "survivor"), default=kill_at)
     last_victim = max((done for done, site in after_kill if site == "victim"), default=kill_at)
-    worst = max((done - sent) * 1000 for sent, done, _, _ in records if sent >= kill_at - 0.1)
+    worst = max(
+        (done - scheduled) * 1000
+        for scheduled, _, done, _, _ in records
+        if scheduled >= kill_at - 0.1
+    )
     print(
         f"\nfailover at {rate:.0f} req/s; the nearest site (the victim) is killed at "
         f"{kill_at:.1f}s of {seconds:.0f}s: {len(records)} requests, {failed} failed; "
@@ -454,37 +536,58 @@ def _failover(options: argparse.Namespace, workdir: Path) -> None:
     )
 
 
+def _load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("backend", "open", "closed"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("backend", "side-by-side", "failover"):
         _role(sys.argv[1], sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per path and measurement")
+    parser.add_argument("--slice", type=float, default=1.0, help="seconds a path runs in turn")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--failover-rate", type=float, default=500.0)
     options = parser.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {_load_average()}")
     with tempfile.TemporaryDirectory(prefix="bench-router-") as workdir:
         _overhead(options, Path(workdir))
         _failover(options, Path(workdir))
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {_load_average()}")
 
 
 def _role(role: str, arguments: list[str]) -> None:
     if role == "backend":
         uvloop.run(_serve_backend(int(arguments[0]), arguments[1]))
         return
-    output, port, path, *rest = arguments
-    if role == "open":
-        rate, seconds, connections, kill_pid, kill_at = rest
-        kill = (int(kill_pid), float(kill_at))
-        coroutine = _open_loop(int(port), path, float(rate), float(seconds), int(connections), kill)
+    output, *rest = arguments
+    result: Any
+    if role == "side-by-side":
+        targets, rate, slice_s, rounds, connections = rest
+        result = uvloop.run(
+            _side_by_side(
+                [Target(**target) for target in json.loads(targets)],
+                float(rate),
+                float(slice_s),
+                int(rounds),
+                int(connections),
+            )
+        )
     else:
-        seconds, connections = rest
-        coroutine = _closed_loop(int(port), path, float(seconds), int(connections))
-    Path(output).write_text(json.dumps(uvloop.run(coroutine)))
+        target_json, rate, seconds, kill_pid, kill_at = rest
+        target = Target(**json.loads(target_json))
+
+        async def failover() -> list[Record]:
+            clients = [await _connect(target.port) for _ in range(32)]
+            await _open_loop(target, clients, float(rate), 1.0)  # warm up
+            kill = (int(kill_pid), float(kill_at))
+            return await _open_loop(target, clients, float(rate), float(seconds), kill)
+
+        result = uvloop.run(failover())
+    Path(output).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
