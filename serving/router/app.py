@@ -25,9 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from opentelemetry import trace
 
 from soberana.serving.router.auth import ApiKeys, Caller
@@ -44,12 +42,15 @@ from soberana.serving.router.health import HealthBook
 from soberana.serving.router.metrics import CONTENT_TYPE, RouterMetrics
 from soberana.serving.router.policy import Decision, RequestScope, Restriction, decide
 from soberana.serving.router.table import RoutingTable
-from soberana.serving.router.telemetry import Telemetry, make_telemetry
+from soberana.serving.router.telemetry import TRACE_HEADERS, Telemetry, make_telemetry
 
 log = logging.getLogger(__name__)
 
 RESIDENCY_HEADER = "X-Soberana-Residency"
 REGION_HEADER = "X-Soberana-Region"
+
+_NOT_PASSED_ON = HOP_BY_HOP | TRACE_HEADERS  # the router sends its own trace context
+_NOT_PASSED_ON_WITH_KEYS = _NOT_PASSED_ON | {b"authorization"}
 
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
 REGION_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -111,24 +112,18 @@ def router_app(router: Router, background: Sequence[Background] = ()) -> web.App
     app.router.add_get("/metrics", handlers.metrics)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        async with aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-        ) as session:
-            handlers.forwarder = Forwarder(
-                session, router.health, router.metrics, router.clock, router.settings.forward
-            )
-            tasks = [asyncio.create_task(_logged(task)) for task in background]
-            try:
-                yield
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
+        handlers.forwarder = forwarder = Forwarder(
+            router.health, router.metrics, router.clock, router.settings.forward
+        )
+        tasks = [asyncio.create_task(_logged(task)) for task in background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            forwarder.close()
+            await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
 
     app.cleanup_ctx.append(lifetime)
     return app
@@ -225,7 +220,7 @@ class _Handlers:
             )
         finally:
             span.end()
-        router.metrics.requests.labels(model, site, outcome).inc()
+        router.metrics.requests(model, site, outcome).inc()
         return response
 
     def _caller(self, request: web.Request) -> Caller | None:
@@ -330,17 +325,15 @@ class _Handlers:
         return decision
 
     def _outbound(self, request: web.Request, body: bytes, path: str, span: trace.Span) -> Outbound:
-        strip_authorization = self.router.api_keys is not None  # the router's key, not the site's
-        headers = CIMultiDict(
-            (name, value)
-            for name, value in request.headers.items()
-            if name.lower() not in HOP_BY_HOP
-            and not (strip_authorization and name.lower() == "authorization")
-        )
-        carrier: dict[str, str] = {}
-        self.router.telemetry.inject(span, carrier)
-        headers.update(carrier)
-        return Outbound(request.method, path, headers, body)
+        # with API keys, Authorization holds the router's key, not the site's
+        dropped = _NOT_PASSED_ON_WITH_KEYS if self.router.api_keys else _NOT_PASSED_ON
+        lines = [
+            b"%s: %s\r\n" % (name, value)
+            for name, value in request.raw_headers
+            if name.lower() not in dropped
+        ]
+        lines.append(self.router.telemetry.outgoing_headers(span))
+        return Outbound(request.method, path, b"".join(lines), body)
 
     def _answer(
         self, decision: Decision, forwarded: Forwarded, span: trace.Span

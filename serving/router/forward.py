@@ -8,6 +8,7 @@ A response of known length up to ``buffer_limit`` is read whole before the clien
 a site that dies halfway through it is retried too. Anything else (Server-Sent Events, chunked or
 large bodies) is relayed chunk by chunk as it arrives; if the site fails after the first chunk
 went out, the client's connection is aborted rather than ended, so that the truncation shows.
+Requests go out over kept-alive connections (:mod:`.upstream`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from multidict import CIMultiDict
 
 from soberana.serving.router.health import HealthBook, SiteHealth
 from soberana.serving.router.metrics import RouterMetrics
 from soberana.serving.router.policy import Candidate, Decision, Exclusion
+from soberana.serving.router.upstream import UpstreamError, UpstreamResponse, Upstreams
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,21 @@ SITE_HEADER = "X-Soberana-Site"
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
-"""Headers that describe one connection, not the message, and are never passed on."""
+"""Headers (lowercase) that describe one connection, not the message: never passed on."""
 
-_RETRIABLE = (aiohttp.ClientError, TimeoutError)
+_RETRIABLE = (UpstreamError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Outbound:
 
     method: str
     path: str  # with its query string, percent-encoded as received
-    headers: CIMultiDict[str]
+    headers: bytes  # header lines as sent, without Host and Content-Length
     body: bytes
 
 
@@ -82,22 +82,20 @@ class ForwardSettings:
 class Forwarder:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         health: HealthBook,
         metrics: RouterMetrics,
         clock: Callable[[], float],
         settings: ForwardSettings,
     ) -> None:
-        self._session = session
+        self._upstreams = Upstreams(settings.connect_timeout_s, settings.response_timeout_s)
         self._health = health
         self._metrics = metrics
         self._clock = clock
         self._settings = settings
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_s,
-            sock_read=settings.response_timeout_s,
-        )
+
+    def close(self) -> None:
+        """Close the idle connections to the sites."""
+        self._upstreams.close()
 
     async def forward(
         self, client: web.Request, decision: Decision, outbound: Outbound
@@ -134,19 +132,18 @@ class Forwarder:
         started = self._clock()
         probe = health.breaker.on_attempt(started)
         health.in_flight += 1
-        url = URL(site.url + decision.model.path_prefix + outbound.path, encoded=True)
         settled = False
         try:
-            async with self._session.request(
+            upstream = await self._upstreams.send(
+                site.url,
                 outbound.method,
-                url,
-                headers=outbound.headers,
-                data=outbound.body or None,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as upstream:
+                decision.model.path_prefix + outbound.path,
+                outbound.headers,
+                outbound.body,
+            )
+            try:
                 waited = self._clock() - started
-                self._metrics.upstream_latency.labels(site.name).observe(waited)
+                self._metrics.upstream_latency(site.name).observe(waited)
                 if upstream.status >= 500:
                     result.server_error = await self._buffered(upstream, site.name)
                     raise _ServerError(f"answered {upstream.status}")
@@ -158,11 +155,13 @@ class Forwarder:
                 self._succeed(health, waited, result, site.name)
                 settled = True
                 return await self._streamed(client, upstream, site.name, result)
+            finally:
+                upstream.close()
         except (*_RETRIABLE, _ServerError) as error:
             settled = True
             health.breaker.on_failure(self._clock(), probe=probe)
             kind = _kind(error)
-            self._metrics.retries.labels(decision.model.key, site.name, kind).inc()
+            self._metrics.retries(decision.model.key, site.name, kind).inc()
             result.failures.append(Exclusion(site.name, _describe(error)))
             return None
         finally:
@@ -176,29 +175,29 @@ class Forwarder:
         result.site = site
         result.upstream_wait_s = waited
 
-    def _fits_buffer(self, upstream: aiohttp.ClientResponse) -> bool:
+    def _fits_buffer(self, upstream: UpstreamResponse) -> bool:
         length = upstream.content_length
         return (
             length is not None
             and length <= self._settings.buffer_limit_bytes
-            and upstream.content_type != "text/event-stream"
+            and upstream.media_type != b"text/event-stream"
         )
 
-    async def _buffered(self, upstream: aiohttp.ClientResponse, site: str) -> web.Response:
+    async def _buffered(self, upstream: UpstreamResponse, site: str) -> web.Response:
         body = await upstream.read()
         return web.Response(
-            status=upstream.status, body=body, headers=_response_headers(upstream.headers, site)
+            status=upstream.status, body=body, headers=_response_headers(upstream, site)
         )
 
     async def _streamed(
         self,
         client: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         site: str,
         result: Forwarded,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            status=upstream.status, headers=_response_headers(upstream.headers, site)
+            status=upstream.status, headers=_response_headers(upstream, site)
         )
         try:
             await response.prepare(client)
@@ -215,10 +214,10 @@ class Forwarder:
         return response
 
 
-async def _arriving(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _arriving(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
     """The site's body, chunk by chunk as it arrives; the site failing raises _SiteFailedError,
     so that it is never mistaken for the client going away."""
-    chunks = upstream.content.iter_any().__aiter__()
+    chunks = upstream.chunks().__aiter__()
     while True:
         try:
             chunk = await chunks.__anext__()
@@ -237,9 +236,11 @@ class _ServerError(Exception):
     """The site answered with a 5xx status."""
 
 
-def _response_headers(upstream: CIMultiDictProxy[str], site: str) -> CIMultiDict[str]:
+def _response_headers(upstream: UpstreamResponse, site: str) -> CIMultiDict[str]:
     headers = CIMultiDict(
-        (name, value) for name, value in upstream.items() if name.lower() not in HOP_BY_HOP
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in upstream.headers
+        if name.lower() not in HOP_BY_HOP
     )
     headers[SITE_HEADER] = site
     return headers
@@ -255,8 +256,6 @@ def _kind(error: Exception) -> str:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, _ServerError):
-        return str(error)
     if isinstance(error, TimeoutError):
-        return "timed out"
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return f"timed out: {error}" if str(error) else "timed out"
+    return str(error)

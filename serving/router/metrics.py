@@ -1,13 +1,16 @@
 """Prometheus metrics of the router, served on ``/metrics``.
 
-Counters and histograms are updated per request; the per-site gauges (breaker state, requests in
-flight, observed latency) and the table's size are read from the live state at scrape time, so
-they are never stale. Each router owns its registry, so several can run in one process.
+Counters and histograms are updated per request, through children looked up once for each
+set of label values (``metrics.requests(model, site, outcome).inc()``); the per-site gauges
+(breaker state, requests in flight, observed latency) and the table's size are read from the
+live state at scrape time, so they are never stale. Each router owns its registry, so several
+can run in one process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -32,18 +35,22 @@ class RouterMetrics:
         clock: Callable[[], float],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "soberana_router_requests",
-            "Requests answered, by model, serving site and outcome.",
-            ["model", "site", "outcome"],
-            registry=self.registry,
+        self.requests = _Children(
+            Counter(
+                "soberana_router_requests",
+                "Requests answered, by model, serving site and outcome.",
+                ["model", "site", "outcome"],
+                registry=self.registry,
+            )
         )
-        self.retries = Counter(
-            "soberana_router_retries",
-            "Attempts that failed before any byte reached the client and moved on, by model, "
-            "failed site and reason.",
-            ["model", "site", "reason"],
-            registry=self.registry,
+        self.retries = _Children(
+            Counter(
+                "soberana_router_retries",
+                "Attempts that failed before any byte reached the client and moved on, by "
+                "model, failed site and reason.",
+                ["model", "site", "reason"],
+                registry=self.registry,
+            )
         )
         self.added_latency = Histogram(
             "soberana_router_added_latency_seconds",
@@ -52,16 +59,37 @@ class RouterMetrics:
             buckets=_ADDED_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.upstream_latency = Histogram(
-            "soberana_router_upstream_latency_seconds",
-            "Time from sending a request to a site to its response headers, by site.",
-            ["site"],
-            registry=self.registry,
+        self.upstream_latency = _Children(
+            Histogram(
+                "soberana_router_upstream_latency_seconds",
+                "Time from sending a request to a site to its response headers, by site.",
+                ["site"],
+                registry=self.registry,
+            )
         )
         self.registry.register(_LiveState(health, table, clock))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
+class _Children(Generic[_Metric]):
+    """A labelled metric's children by label values, each looked up in the metric only once
+    (``labels()`` validates and locks on every call). Label values are bounded by the routing
+    table, as the metric's own children are."""
+
+    def __init__(self, metric: _Metric) -> None:
+        self._metric: _Metric = metric
+        self._children: dict[tuple[str, ...], _Metric] = {}
+
+    def __call__(self, *values: str) -> _Metric:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class _LiveState(Collector):

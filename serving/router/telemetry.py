@@ -5,12 +5,13 @@ carrying the routing decision (candidates, exclusions, chosen site and why, retr
 context goes to the site in ``traceparent``/``tracestate``, so the site's spans join the trace.
 Spans are recorded only when something consumes them (an OTLP/HTTP endpoint, or a span processor
 given in code); otherwise each request still gets a span id of its own, so that trace context
-flows to the sites, at almost no cost: nothing is recorded and nothing is exported.
+flows to the sites, at almost no cost: no tracer runs, nothing is recorded or exported, and the
+incoming headers are parsed only when they carry a ``traceparent``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -20,6 +21,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SERVICE_NAME = "soberana-router"
+TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+"""The headers (lowercase) that :meth:`Telemetry.outgoing_headers` writes."""
 
 
 class Telemetry:
@@ -35,10 +38,12 @@ class Telemetry:
 
         Check ``span.is_recording()`` before computing attributes: unrecorded spans drop them.
         """
-        parent = self._propagator.extract(incoming)
         if self._tracer is not None:
+            parent = self._propagator.extract(incoming)
             return self._tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER)
-        remote = trace.get_current_span(parent).get_span_context()
+        remote = trace.INVALID_SPAN_CONTEXT
+        if "traceparent" in incoming:
+            remote = trace.get_current_span(self._propagator.extract(incoming)).get_span_context()
         return trace.NonRecordingSpan(
             trace.SpanContext(
                 trace_id=remote.trace_id if remote.is_valid else self._ids.generate_trace_id(),
@@ -49,9 +54,19 @@ class Telemetry:
             )
         )
 
-    def inject(self, span: trace.Span, outgoing: MutableMapping[str, str]) -> None:
-        """Put ``span``'s context into the headers of the request to the site."""
-        self._propagator.inject(outgoing, context=trace.set_span_in_context(span))
+    @staticmethod
+    def outgoing_headers(span: trace.Span) -> bytes:
+        """The header lines that carry ``span``'s context to the site: W3C ``traceparent``
+        (version 00) and, when the trace has one, ``tracestate``."""
+        context = span.get_span_context()
+        lines = b"traceparent: 00-%032x-%016x-%02x\r\n" % (
+            context.trace_id,
+            context.span_id,
+            context.trace_flags,
+        )
+        if context.trace_state:
+            lines += b"tracestate: %s\r\n" % context.trace_state.to_header().encode()
+        return lines
 
     def shutdown(self) -> None:
         """Flush and stop the exporters."""
