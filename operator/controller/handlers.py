@@ -1,9 +1,14 @@
-"""Kopf handlers: indexes feed the world, every change triggers the reconciler, deletions wait.
+"""Kopf handlers: indexes feed the world, every change triggers the reconciler.
 
 The handlers are deliberately thin. Kopf keeps two indexes (all InferenceSites, all
 ModelDeployments); it fills them completely before any other handler runs, so the first plan after
 a restart already sees every running placement and moves nothing. Everything else happens in
-:class:`~soberana.operator.controller.reconciler.Reconciler`.
+:class:`~soberana.operator.controller.reconciler.Reconciler`, finalizers included.
+
+There is on purpose no per-object change handler (``on.create``/``on.update``/``on.delete``):
+Kopf would patch every object on first sight (its own finalizer and a last-handled annotation),
+which at a thousand objects costs a TLS connection and two watch events per object during a cold
+start. Index and event handlers write nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +33,6 @@ from soberana.operator.controller.snapshot import freeze
 from soberana.operator.core.api import GROUP, VERSION
 from soberana.operator.kubeconfig import load_configuration
 
-FINALIZER = f"{GROUP}/finalizer"
-
 
 def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
     """A fresh registry with soberana's handlers: one per operator instance."""
@@ -42,7 +45,9 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
+        # Kopf stores nothing with only index and event handlers; should that change, it
+        # stores under soberana.io, never under Kopf's defaults
+        settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
@@ -87,13 +92,6 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         reconciler: Reconciler = memo["reconciler"]
         reconciler.attach(kwargs["site_index"], kwargs["deployment_index"])
         reconciler.trigger()
-
-    @kopf.on.delete(GROUP, VERSION, DEPLOYMENTS, id="release", registry=registry)
-    async def release(memo: kopf.Memo, namespace: str | None, name: str, **kwargs: Any) -> None:
-        reconciler: Reconciler = memo["reconciler"]
-        reconciler.attach(kwargs["site_index"], kwargs["deployment_index"])
-        if not await reconciler.wait_released(f"{namespace}/{name}"):
-            raise kopf.TemporaryError("still releasing the deployment's capacity", delay=5)
 
     @kopf.on.probe(id="reconciler", registry=registry)
     async def reconciler_alive(memo: kopf.Memo, **_: Any) -> str:

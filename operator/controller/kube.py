@@ -1,7 +1,9 @@
-"""Writes to the Kubernetes API: status patches and Events, through kubernetes_asyncio.
+"""Writes to the Kubernetes API: status patches, finalizers and Events, through kubernetes_asyncio.
 
 The reconciler decides what to write; this module only writes it. Status patches are JSON merge
 patches on the ``status`` subresource, so they never touch a spec and never race a user's edit.
+Finalizer patches carry the ``resourceVersion`` they were computed from, so that a concurrent
+change to the list (another controller's finalizer) is refused with a conflict, never overwritten.
 """
 
 from __future__ import annotations
@@ -81,14 +83,41 @@ class KubeWriter:
 
     async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool:
         """Merge-patch ``status``; False when the object is gone (nothing left to report on)."""
-        body = {"status": patch}
+        return await self._merge_patch(ref, {"status": patch}, status=True, allowed={404})
+
+    async def patch_finalizers(
+        self, ref: ObjectRef, finalizers: list[str], resource_version: str
+    ) -> bool:
+        """Set ``metadata.finalizers`` if the object is still at ``resource_version``.
+
+        False when the object is gone or changed meanwhile: its next watch event brings the
+        version to decide on again.
+        """
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        return await self._merge_patch(ref, body, status=False, allowed={404, 409})
+
+    async def _merge_patch(
+        self, ref: ObjectRef, body: Mapping[str, Any], *, status: bool, allowed: set[int]
+    ) -> bool:
+        """One merge patch; False on an HTTP status in ``allowed``, which the caller expects."""
+        custom = self._custom
         try:
             if ref.namespace is None:
-                await self._custom.patch_cluster_custom_object_status(
+                cluster_patch = (
+                    custom.patch_cluster_custom_object_status
+                    if status
+                    else custom.patch_cluster_custom_object
+                )
+                await cluster_patch(  # type: ignore[call-arg]
                     GROUP, VERSION, ref.plural, ref.name, body, _content_type=MERGE_PATCH
-                )  # type: ignore[call-arg]
+                )
             else:
-                await self._custom.patch_namespaced_custom_object_status(
+                namespaced_patch = (
+                    custom.patch_namespaced_custom_object_status
+                    if status
+                    else custom.patch_namespaced_custom_object
+                )
+                await namespaced_patch(  # type: ignore[call-arg]
                     GROUP,
                     VERSION,
                     ref.namespace,
@@ -96,9 +125,9 @@ class KubeWriter:
                     ref.name,
                     body,
                     _content_type=MERGE_PATCH,
-                )  # type: ignore[call-arg]
+                )
         except ApiException as error:
-            if error.status == 404:
+            if error.status in allowed:
                 return False
             raise
         return True

@@ -2,9 +2,13 @@
 
 Every change to any InferenceSite or ModelDeployment marks the world dirty; after a short debounce
 the reconciler snapshots Kopf's indexes, re-plans every deployment with the pure placement engine,
-composes each object's status with the pure status builders and writes only what differs. Objects
-being deleted are left out of the plan, which releases their capacity; their deletion handler
-waits for that plan before letting Kopf remove the finalizer.
+composes each object's status with the pure status builders and writes only what differs.
+
+Every ModelDeployment carries the finalizer ``soberana.io/finalizer``, which the reconciler adds
+and removes itself (Kopf runs no per-object handler that would patch each object on first sight).
+An object being deleted is left out of the plan, which releases its capacity and removes its
+application from the sites' Serve configs; its finalizer goes once no reachable site runs that
+application any more, so ``kubectl delete`` returns when the model is really gone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -29,6 +33,7 @@ from soberana.operator.controller.snapshot import (
     parse_sites,
 )
 from soberana.operator.core.api import (
+    GROUP,
     Condition,
     ConditionStatus,
     InferenceSite,
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SITES = "inferencesites"
 DEPLOYMENTS = "modeldeployments"
+FINALIZER = f"{GROUP}/finalizer"
 # how long a status we wrote is trusted over an index that does not show it yet (watch lag)
 _WRITE_VISIBILITY_S = 30.0
 
@@ -69,6 +75,10 @@ BackendProvider = Callable[[InferenceSite], tuple[str, BackendFactory]]
 
 class Writer(Protocol):
     async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool: ...
+
+    async def patch_finalizers(
+        self, ref: ObjectRef, finalizers: list[str], resource_version: str
+    ) -> bool: ...
 
     async def post_event(
         self, ref: ObjectRef, *, warning: bool, reason: str, message: str
@@ -81,6 +91,7 @@ class ReconcileResult:
 
     plan: Plan
     status_writes: int = 0
+    finalizer_writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)  # (object key, reason)
     invalid: list[str] = field(default_factory=list)
 
@@ -128,7 +139,6 @@ class Reconciler:
         self._sites: Index | None = None
         self._deployments: Index | None = None
         self._dirty = asyncio.Event()
-        self._released: dict[str, asyncio.Event] = {}
         # status JSON we wrote, by "<plural>/<key>", with when: trusted while the index lags
         self._written: dict[str, tuple[dict[str, Any], float]] = {}
         self.last_result: ReconcileResult | None = None
@@ -142,17 +152,6 @@ class Reconciler:
 
     def trigger(self) -> None:
         self._dirty.set()
-
-    async def wait_released(self, key: str) -> bool:
-        """Wait until a plan without deployment ``key`` was written; False on timeout."""
-        released = self._released.setdefault(key, asyncio.Event())
-        self.trigger()
-        try:
-            await asyncio.wait_for(released.wait(), self.config.delete_timeout_s)
-        except TimeoutError:
-            return False
-        self._released.pop(key, None)
-        return True
 
     # ------------------------------------------------------------------ the loop
 
@@ -183,9 +182,12 @@ class Reconciler:
         raw_sites = _flatten(self._sites)
         raw_deployments = _flatten(self._deployments)
         inputs = self._inputs(raw_sites, raw_deployments)
-        if self.last_result is not None and inputs == self._last_inputs and not self._released:
-            # only metadata moved (Kopf's finalizers and annotations): the last pass still holds
-            return ReconcileResult(plan=self.last_result.plan, invalid=self.last_result.invalid)
+        limit = asyncio.Semaphore(self.config.write_concurrency)
+        if self.last_result is not None and inputs == self._last_inputs:
+            # only metadata moved (finalizers, annotations): the last plan still holds
+            result = ReconcileResult(plan=self.last_result.plan, invalid=self.last_result.invalid)
+            await self._sync_finalizers(raw_deployments, self._agents(), limit, result)
+            return result
         self._last_inputs = inputs
         deleting = {
             _key(raw) for raw in raw_deployments if raw["metadata"].get("deletionTimestamp")
@@ -232,17 +234,9 @@ class Reconciler:
         ]
         jobs += [self._invalid_job(bad, DEPLOYMENTS, now, result) for bad in bad_deployments]
         jobs += [self._invalid_job(bad, SITES, now, result) for bad in bad_sites]
-        limit = asyncio.Semaphore(self.config.write_concurrency)
-
-        async def bounded(job: Any) -> None:
-            async with limit:
-                await job
-
-        await asyncio.gather(*(bounded(job) for job in jobs))
-
-        for key, released in list(self._released.items()):
-            if key not in alive and not _still_running(key, agents):
-                released.set()
+        await _bounded(jobs, limit)
+        # after the statuses: a deletion completes once the capacity it held was given away
+        await self._sync_finalizers(raw_deployments, agents, limit, result)
         present = {f"{SITES}/{_key(raw)}" for raw in raw_sites}
         present |= {f"{DEPLOYMENTS}/{key}" for key in alive}
         for gone in self._written.keys() - present:
@@ -250,12 +244,14 @@ class Reconciler:
         self.last_result = result
         placed = sum(1 for decision in plan.deployments.values() if decision.placed)
         log.info(
-            "reconciled: %d/%d deployments placed, %d status writes, %d events, %d invalid",
+            "reconciled: %d/%d deployments placed, %d status writes, %d events, %d invalid, "
+            "%d finalizer writes",
             placed,
             len(plan.deployments),
             result.status_writes,
             len(result.events),
             len(result.invalid),
+            result.finalizer_writes,
         )
         return result
 
@@ -271,7 +267,7 @@ class Reconciler:
             )
             for raw in [*raw_sites, *raw_deployments]
         ]
-        agents = self.fleet.agents() if self.fleet is not None else {}
+        agents = self._agents()
         return [objects, [(name, agent.health()) for name, agent in sorted(agents.items())]]
 
     async def stop(self) -> None:
@@ -279,6 +275,9 @@ class Reconciler:
             await self.fleet.stop()
 
     # ------------------------------------------------------------------ sites
+
+    def _agents(self) -> Mapping[str, SiteAgent]:
+        return self.fleet.agents() if self.fleet is not None else {}
 
     async def _sync_agents(self, sites: Iterable[InferenceSite]) -> Mapping[str, SiteAgent]:
         if self.fleet is None or self._backends is None:
@@ -311,6 +310,36 @@ class Reconciler:
             return
         for name, agent in agents.items():
             agent.want(configs.get(name, {"applications": []}))
+
+    # ------------------------------------------------------------------ finalizers
+
+    async def _sync_finalizers(
+        self,
+        raw_deployments: Iterable[RawObject],
+        agents: Mapping[str, SiteAgent],
+        limit: asyncio.Semaphore,
+        result: ReconcileResult,
+    ) -> None:
+        """Add the finalizer to live deployments; remove it from released deleted ones."""
+        jobs = []
+        for raw in raw_deployments:
+            metadata = raw["metadata"]
+            finalizers = list(metadata.get("finalizers") or [])
+            if not metadata.get("deletionTimestamp"):
+                if FINALIZER not in finalizers:
+                    jobs.append(self._set_finalizers(raw, [*finalizers, FINALIZER], result))
+            elif FINALIZER in finalizers and not _still_running(_key(raw), agents):
+                remaining = [name for name in finalizers if name != FINALIZER]
+                jobs.append(self._set_finalizers(raw, remaining, result))
+        await _bounded(jobs, limit)
+
+    async def _set_finalizers(
+        self, raw: RawObject, finalizers: list[str], result: ReconcileResult
+    ) -> None:
+        ref = ObjectRef.of(raw, DEPLOYMENTS)
+        version = raw["metadata"].get("resourceVersion", "")
+        if await self.writer.patch_finalizers(ref, finalizers, version):
+            result.finalizer_writes += 1
 
     # ------------------------------------------------------------------ writes
 
@@ -436,6 +465,16 @@ class Reconciler:
                 ObjectRef.of(bad.raw, plural), warning=True, reason="InvalidSpec", message=message
             )
             result.events.append((bad.key, "InvalidSpec"))
+
+
+async def _bounded(jobs: Iterable[Awaitable[None]], limit: asyncio.Semaphore) -> None:
+    """Run ``jobs`` concurrently, at most as many at once as ``limit`` allows."""
+
+    async def bounded(job: Awaitable[None]) -> None:
+        async with limit:
+            await job
+
+    await asyncio.gather(*(bounded(job) for job in jobs))
 
 
 def _observations(plan: Plan, agents: Mapping[str, SiteAgent]) -> dict[str, dict[str, Observation]]:

@@ -28,7 +28,16 @@ def freeze(body: Mapping[str, Any]) -> dict[str, Any]:
         "kind": body.get("kind"),
         "metadata": {
             key: copy.deepcopy(metadata[key])
-            for key in ("name", "namespace", "uid", "labels", "generation", "deletionTimestamp")
+            for key in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "generation",
+                "deletionTimestamp",
+                "finalizers",
+            )
             if key in metadata
         },
         "spec": copy.deepcopy(dict(body.get("spec") or {})),

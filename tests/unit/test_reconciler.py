@@ -7,7 +7,6 @@ refused, a watch that lags behind our own writes).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +25,13 @@ class RecordingWriter:
     def __init__(self) -> None:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, bool]] = []
+        self.finalizers: dict[str, list[str]] = {}
+
+    async def patch_finalizers(
+        self, ref: ObjectRef, finalizers: list[str], resource_version: str
+    ) -> bool:
+        self.finalizers[ref.name] = finalizers
+        return True
 
     async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool:
         self.patches.append((ref.name, dict(patch)))
@@ -180,7 +186,7 @@ async def test_invalid_spec_is_reported_and_others_still_placed() -> None:
     assert ("odd", "InvalidSpec", True) in writer.events
 
 
-async def test_deleting_deployment_releases_capacity_and_its_waiter() -> None:
+async def test_deleting_deployment_releases_capacity_then_its_finalizer() -> None:
     writer = RecordingWriter()
     br = site("br1", "BR", gpus=1)
     first = deployment("first", ["BR"])
@@ -192,16 +198,24 @@ async def test_deleting_deployment_releases_capacity_and_its_waiter() -> None:
     assert len(placed) == 1, "one GPU: exactly one of the two fits"
     loser = ({"ml/first", "ml/second"} - placed).pop()
     winner = placed.pop()
+    assert writer.finalizers == {
+        "first": ["soberana.io/finalizer"],
+        "second": ["soberana.io/finalizer"],
+    }
     apply(writer.patches, [br, first, second])
 
-    deleted = first if winner == "ml/first" else second
+    deleted, kept = (first, second) if winner == "ml/first" else (second, first)
+    kept["metadata"]["finalizers"] = ["soberana.io/finalizer"]
+    deleted["metadata"]["finalizers"] = ["other.example/keep", "soberana.io/finalizer"]
     deleted["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
     rec.attach(index(br), index(first, second))
-    waiter = asyncio.ensure_future(rec.wait_released(winner))
+    writer.finalizers.clear()
     result = await rec.reconcile_once()
     assert result.plan.deployments[loser].placed, "the freed GPU goes to the waiting deployment"
     assert winner not in result.plan.deployments
-    assert await waiter is True
+    assert writer.finalizers == {deleted["metadata"]["name"]: ["other.example/keep"]}, (
+        "only our own finalizer leaves, once nothing runs the deployment"
+    )
 
 
 @pytest.mark.parametrize(
