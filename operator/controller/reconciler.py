@@ -234,9 +234,9 @@ class Reconciler:
         ]
         jobs += [self._invalid_job(bad, DEPLOYMENTS, now, result) for bad in bad_deployments]
         jobs += [self._invalid_job(bad, SITES, now, result) for bad in bad_sites]
-        await _bounded(jobs, limit)
-        # after the statuses: a deletion completes once the capacity it held was given away
+        # finalizers first: their patches are guarded by the resourceVersion a status write bumps
         await self._sync_finalizers(raw_deployments, agents, limit, result)
+        await _bounded(jobs, limit)
         present = {f"{SITES}/{_key(raw)}" for raw in raw_sites}
         present |= {f"{DEPLOYMENTS}/{key}" for key in alive}
         for gone in self._written.keys() - present:
