@@ -38,7 +38,9 @@ from soberana.operator.core.placement import World
 from soberana.operator.devenv.binaries import ensure_all
 from soberana.operator.devenv.controlplane import ControlPlane, wait_for
 
-PASS = re.compile(r"reconciled: (\d+)/(\d+) deployments placed, (\d+) status writes")
+PASS = re.compile(
+    r"reconciled: (\d+)/(\d+) deployments placed, (\d+) status writes, .* (\d+) finalizer writes"
+)
 
 
 def manifests(world: World) -> list[dict[str, Any]]:
@@ -102,13 +104,14 @@ def start_operator(kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def first_pass(log: Path, since: int) -> tuple[int, int, int] | None:
+    """(placed, deployments, writes of any kind) of the first pass logged after ``since``."""
     match = PASS.search(log.read_text()[since:])
-    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+    return (int(match[1]), int(match[2]), int(match[3]) + int(match[4])) if match else None
 
 
 def last_pass_writes(log: Path) -> int | None:
     passes = PASS.findall(log.read_text())
-    return int(passes[-1][2]) if passes else None
+    return int(passes[-1][2]) + int(passes[-1][3]) if passes else None
 
 
 def main() -> None:
@@ -195,8 +198,9 @@ def main() -> None:
             )
             print(
                 f"restart: first full pass {back:.1f}s after start (target <= 60 s): "
-                f"{pass_placed}/{total} placed, {writes} status writes, {moved} placements changed "
-                f"(target 0); peak RSS {peak_rss_mb(operator.pid):.0f} MB"
+                f"{pass_placed}/{total} placed, {writes} writes (status and finalizer), "
+                f"{moved} placements changed (target 0); "
+                f"peak RSS {peak_rss_mb(operator.pid):.0f} MB"
             )
             operator.send_signal(signal.SIGTERM)
             operator.wait(timeout=60)

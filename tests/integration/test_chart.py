@@ -307,7 +307,6 @@ def test_install_creates_every_object(cluster: Cluster, release: Release) -> Non
 OPERATOR_MAY = [
     ("list", "inferencesites.soberana.io", "cluster"),
     ("watch", "inferencesites.soberana.io", "cluster"),
-    ("patch", "inferencesites.soberana.io", "cluster"),
     ("patch", "inferencesites.soberana.io/status", "cluster"),
     ("list", "modeldeployments.soberana.io", "all"),
     ("watch", "modeldeployments.soberana.io", "all"),
@@ -342,6 +341,7 @@ OPERATOR_MAY_NOT = [
     ("delete", "inferencesites.soberana.io", "cluster"),
     ("create", "inferencesites.soberana.io", "cluster"),
     ("update", "inferencesites.soberana.io", "cluster"),
+    ("patch", "inferencesites.soberana.io", "cluster"),
     ("delete", "modeldeployments.soberana.io", "other"),
     ("create", "modeldeployments.soberana.io", "other"),
     ("delete", "events", "other"),
@@ -437,7 +437,7 @@ def test_nothing_more_is_granted_than_the_chart_declares(
     nobody = f"system:serviceaccount:{release.namespace}:nobody"
     baseline = granted(cluster, nobody, release.namespace)
     assert granted(cluster, release.operator, release.namespace) - baseline == {
-        "inferencesites.soberana.io [] [get list watch patch]",
+        "inferencesites.soberana.io [] [get list watch]",
         "modeldeployments.soberana.io [] [get list watch patch]",
         "inferencesites.soberana.io/status [] [get patch]",
         "modeldeployments.soberana.io/status [] [get patch]",
