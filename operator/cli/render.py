@@ -15,7 +15,7 @@ import yaml
 
 from soberana.operator.cli import options
 from soberana.operator.core.placement import World, current_allocations, place
-from soberana.operator.core.render import ApplicationNameConflictError, render_site_configs
+from soberana.operator.core.render import name_conflicts, render_site_configs
 from soberana.operator.manifests import ManifestError, load_manifests
 
 
@@ -51,10 +51,7 @@ def render(paths: tuple[Path, ...], output: str, sites: tuple[str, ...], solver:
         current_allocations(manifests.deployments),
         solver="optimal" if solver == "optimal" else "fast",
     )
-    try:
-        configs = render_site_configs(plan, world)
-    except ApplicationNameConflictError as error:
-        raise click.ClickException(str(error)) from error
+    configs = render_site_configs(plan, world)
     if sites:
         configs = {name: config for name, config in configs.items() if name in sites}
     if output == "yaml":
@@ -64,5 +61,7 @@ def render(paths: tuple[Path, ...], output: str, sites: tuple[str, ...], solver:
     for key, deployment in plan.deployments.items():
         if not deployment.placed:
             click.secho(f"warning: {key} is not placed: {deployment.reason}", fg="yellow", err=True)
+    for key, why in name_conflicts(world.deployments).items():
+        click.secho(f"warning: {key} is {why}", fg="yellow", err=True)
     for warning in plan.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)

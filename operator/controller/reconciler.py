@@ -44,11 +44,7 @@ from soberana.operator.core.api import (
 )
 from soberana.operator.core.placement import World, current_allocations, place
 from soberana.operator.core.placement.plan import Plan
-from soberana.operator.core.render import (
-    ApplicationNameConflictError,
-    app_name,
-    render_site_configs,
-)
+from soberana.operator.core.render import app_name, name_conflicts, render_site_configs
 from soberana.operator.core.status import (
     AVAILABLE,
     PLACED,
@@ -214,7 +210,7 @@ class Reconciler:
             place, world, current, solver=self.config.solver, options=self.config.placement
         )
         self._deploy(plan, world, agents)
-        observed = _observations(plan, agents)
+        observed = _observations(plan, agents, name_conflicts(world.deployments))
         result = ReconcileResult(
             plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]]
         )
@@ -303,11 +299,7 @@ class Reconciler:
     def _deploy(self, plan: Plan, world: World, agents: Mapping[str, SiteAgent]) -> None:
         if not agents:
             return
-        try:
-            configs = render_site_configs(plan, world)
-        except ApplicationNameConflictError as error:
-            log.error("not deploying: %s", error)
-            return
+        configs = render_site_configs(plan, world)
         for name, agent in agents.items():
             agent.want(configs.get(name, {"applications": []}))
 
@@ -320,15 +312,28 @@ class Reconciler:
         limit: asyncio.Semaphore,
         result: ReconcileResult,
     ) -> None:
-        """Add the finalizer to live deployments; remove it from released deleted ones."""
+        """Add the finalizer to live deployments; remove it from released deleted ones.
+
+        A deleted deployment is released once no reachable site runs its Serve application, or
+        once a live deployment claims the same application name (which then runs for that one).
+        """
+        raws = list(raw_deployments)
+        claimed = {
+            app_name(*_key(raw).split("/", 1))
+            for raw in raws
+            if not raw["metadata"].get("deletionTimestamp")
+        }
         jobs = []
-        for raw in raw_deployments:
+        for raw in raws:
             metadata = raw["metadata"]
             finalizers = list(metadata.get("finalizers") or [])
+            key = _key(raw)
             if not metadata.get("deletionTimestamp"):
                 if FINALIZER not in finalizers:
                     jobs.append(self._set_finalizers(raw, [*finalizers, FINALIZER], result))
-            elif FINALIZER in finalizers and not _still_running(_key(raw), agents):
+            elif FINALIZER in finalizers and (
+                app_name(*key.split("/", 1)) in claimed or not _still_running(key, agents)
+            ):
                 remaining = [name for name in finalizers if name != FINALIZER]
                 jobs.append(self._set_finalizers(raw, remaining, result))
         await _bounded(jobs, limit)
@@ -477,7 +482,9 @@ async def _bounded(jobs: Iterable[Awaitable[None]], limit: asyncio.Semaphore) ->
     await asyncio.gather(*(bounded(job) for job in jobs))
 
 
-def _observations(plan: Plan, agents: Mapping[str, SiteAgent]) -> dict[str, dict[str, Observation]]:
+def _observations(
+    plan: Plan, agents: Mapping[str, SiteAgent], not_deployed: Mapping[str, str]
+) -> dict[str, dict[str, Observation]]:
     """What each site reports for each deployment placed on it (nothing without agents)."""
     observed: dict[str, dict[str, Observation]] = {}
     for key, decision in plan.deployments.items():
@@ -487,7 +494,9 @@ def _observations(plan: Plan, agents: Mapping[str, SiteAgent]) -> dict[str, dict
             if agent is None:
                 continue
             health = agent.health()
-            if health.reachable is False:
+            if key in not_deployed:
+                observation = Observation(PlacementState.FAILED, 0, not_deployed[key])
+            elif health.reachable is False:
                 observation = Observation(
                     PlacementState.FAILED, 0, f"site unreachable: {health.message}"
                 )

@@ -10,6 +10,11 @@ batching settings as builder ``args``. Replica counts and resources go into the 
 ``deployments`` overrides rather than into ``args``, so that Ray Serve scales a running
 application without restarting its replicas when only those change.
 
+Serve application names (``<namespace>-<name>``) can collide (``a/b-c`` and ``a-b/c``). Of
+deployments that share a name, the first by ``<namespace>/<name>`` keeps it and the others are
+left out of every site's config (:func:`name_conflicts` says why), so that one unlucky name never
+stops the rest of the world from deploying.
+
 The same input always gives the same bytes: applications are sorted by name, every mapping is
 built in a fixed order, and :func:`config_hash` hashes canonical JSON.
 """
@@ -72,15 +77,35 @@ def render_serve_config(site_name: str, applications: Iterable[SiteApplication])
     return {"applications": [rendered[name] for name in sorted(rendered)]}
 
 
+def name_conflicts(deployments: Iterable[Deployment]) -> dict[str, str]:
+    """Deployments whose Serve application name an earlier one (by key) already has: key -> why."""
+    owners: dict[str, str] = {}
+    conflicts: dict[str, str] = {}
+    for deployment in sorted(deployments, key=lambda d: d.key):
+        name = app_name(deployment.namespace, deployment.name)
+        if name in owners:
+            conflicts[deployment.key] = (
+                f"not deployed: ModelDeployment {owners[name]} already runs as Serve application "
+                f"{name}; rename one of them"
+            )
+        else:
+            owners[name] = deployment.key
+    return conflicts
+
+
 def render_site_configs(plan: Plan, world: World) -> dict[str, dict[str, Any]]:
     """The Serve config of every site of ``world`` under ``plan``, by site name, sorted by name.
 
     A site with nothing placed on it gets an empty config. Replicas of one deployment on one
-    site with several GPU models run as one application.
+    site with several GPU models run as one application. Deployments in
+    :func:`name_conflicts` are left out.
     """
     specs = {deployment.key: deployment for deployment in world.deployments}
+    skipped = name_conflicts(world.deployments)
     replicas: dict[str, dict[str, int]] = {site.name: {} for site in world.sites}
     for key, deployment_plan in plan.deployments.items():
+        if key in skipped:
+            continue
         for placement in deployment_plan.placements:
             on_site = replicas[placement.site]
             on_site[key] = on_site.get(key, 0) + placement.replicas

@@ -29,6 +29,7 @@ from soberana.operator.core.render import (
     SiteApplication,
     app_name,
     config_hash,
+    name_conflicts,
     render_serve_config,
     render_site_configs,
     route_prefix,
@@ -209,6 +210,21 @@ def test_colliding_application_names_are_refused() -> None:
         render_serve_config(
             "br1", [SiteApplication(one, replicas=1), SiteApplication(other, replicas=1)]
         )
+
+
+def test_a_colliding_name_leaves_only_the_later_deployment_out() -> None:
+    first, second = deployment("b-c", namespace="a"), deployment("c", namespace="a-b")
+    scene = world([site("br1")], [second, deployment("chat"), first])
+    plan = place(scene)
+    assert all(decision.placed for decision in plan.deployments.values())
+    conflicts = name_conflicts(scene.deployments)
+    assert conflicts == {  # keys compare as strings: "a-b/c" < "a/b-c"
+        "a/b-c": "not deployed: ModelDeployment a-b/c already runs as Serve application a-b-c; "
+        "rename one of them"
+    }
+    rendered = applications(render_site_configs(plan, scene)["br1"])
+    assert sorted(rendered) == ["a-b-c", "ml-chat"]
+    assert rendered["a-b-c"]["route_prefix"] == "/a-b/c"
 
 
 def test_the_renderer_names_the_runtimes_builder_and_deployment() -> None:
