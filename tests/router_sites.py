@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from soberana.serving.router.app import Background, Router, router_app
+from soberana.serving.router.app import Background, Router, serving_router
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,8 @@ async def running_router(
     router: Router, background: tuple[Background, ...] = ()
 ) -> AsyncIterator[str]:
     """Serve ``router`` on a free loopback port; yields its base URL."""
-    async with serving(router_app(router, background)) as url:
-        yield url
+    async with serving_router(router, "127.0.0.1", 0, background, shutdown_timeout_s=0.5) as server:
+        yield f"http://127.0.0.1:{server.port}"
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ Each request is scoped by its caller (an API key, when keys are configured), its
 (``X-Soberana-Residency: BR,CL``, narrowed further by the key's) and its client region
 (``X-Soberana-Region``, else the router's own); :func:`~soberana.serving.router.policy.decide`
 turns that into candidates, and :class:`~soberana.serving.router.forward.Forwarder` tries them.
+:func:`serving_router` runs it all on the HTTP server of :mod:`.httpserver`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from opentelemetry import trace
 
 from soberana.serving.router.auth import ApiKeys, Caller
@@ -39,6 +40,13 @@ from soberana.serving.router.forward import (
     Outbound,
 )
 from soberana.serving.router.health import HealthBook
+from soberana.serving.router.httpserver import (
+    Answer,
+    HttpServer,
+    Request,
+    Response,
+    json_response,
+)
 from soberana.serving.router.metrics import CONTENT_TYPE, RouterMetrics
 from soberana.serving.router.policy import Decision, RequestScope, Restriction, decide
 from soberana.serving.router.table import RoutingTable
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 
 RESIDENCY_HEADER = "X-Soberana-Residency"
 REGION_HEADER = "X-Soberana-Region"
+_RESIDENCY = RESIDENCY_HEADER.lower()  # how the server's request headers name them
+_REGION = REGION_HEADER.lower()
 
 _NOT_PASSED_ON = HOP_BY_HOP | TRACE_HEADERS  # the router sends its own trace context
 _NOT_PASSED_ON_WITH_KEYS = _NOT_PASSED_ON | {b"authorization"}
@@ -99,34 +109,32 @@ Background = Callable[[], Awaitable[None]]
 """A task that runs as long as the application, such as a routing table source."""
 
 
-def router_app(router: Router, background: Sequence[Background] = ()) -> web.Application:
-    """The aiohttp application of ``router``; ``background`` tasks run while it is up."""
-    app = web.Application(client_max_size=router.settings.max_body_bytes)
-    handlers = _Handlers(router)
-    app.router.add_post("/v1/chat/completions", handlers.openai)
-    app.router.add_post("/v1/completions", handlers.openai)
-    app.router.add_get("/v1/models", handlers.models)
-    app.router.add_route("*", "/models/{namespace}/{name}/{path:.*}", handlers.model_api)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
-
-    async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        handlers.forwarder = forwarder = Forwarder(
-            router.health, router.metrics, router.clock, router.settings.forward
-        )
-        tasks = [asyncio.create_task(_logged(task)) for task in background]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            forwarder.close()
-            await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
-
-    app.cleanup_ctx.append(lifetime)
-    return app
+@asynccontextmanager
+async def serving_router(
+    router: Router,
+    host: str,
+    port: int,
+    background: Sequence[Background] = (),
+    shutdown_timeout_s: float = 10.0,
+) -> AsyncIterator[HttpServer]:
+    """Serve ``router`` on ``host``:``port`` (0: any free port) while the context lasts;
+    ``background`` tasks run as long. On the way out, requests being answered get
+    ``shutdown_timeout_s`` to finish."""
+    forwarder = Forwarder(router.health, router.metrics, router.clock, router.settings.forward)
+    server = HttpServer(
+        _Endpoints(router, forwarder).answer, max_body_bytes=router.settings.max_body_bytes
+    )
+    tasks = [asyncio.create_task(_logged(task)) for task in background]
+    try:
+        await server.start(host, port)
+        yield server
+    finally:
+        await server.close(shutdown_timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        forwarder.close()
+        await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
 
 
 async def _logged(task: Background) -> None:
@@ -142,28 +150,57 @@ async def _logged(task: Background) -> None:
 class _RefusedError(Exception):
     """A request the router answers itself, with an error response."""
 
-    def __init__(self, response: web.Response, outcome: str) -> None:
+    def __init__(self, response: Response, outcome: str) -> None:
         self.response = response
         self.outcome = outcome
 
 
-class _Handlers:
-    def __init__(self, router: Router) -> None:
+_MODEL_API = "/models/"
+
+
+class _Endpoints:
+    def __init__(self, router: Router, forwarder: Forwarder) -> None:
         self.router = router
-        self.forwarder: Forwarder | None = None
+        self.forwarder = forwarder
+        self._fixed: dict[str, tuple[str, Callable[[Request], Awaitable[Answer]]]] = {
+            "/v1/chat/completions": ("POST", self.openai),
+            "/v1/completions": ("POST", self.openai),
+            "/v1/models": ("GET", self.models),
+            "/healthz": ("GET", self.healthz),
+            "/readyz": ("GET", self.readyz),
+            "/metrics": ("GET", self.metrics),
+        }
 
-    async def openai(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        return await self._route(request, request.path, body, request.raw_path, _model_of(body))
+    async def answer(self, request: Request) -> Answer:
+        """The endpoint at the request's path, or 404 (405 for another method)."""
+        fixed = self._fixed.get(request.path)
+        if fixed is not None:
+            method, endpoint = fixed
+            if request.method == method or (method == "GET" and request.method == "HEAD"):
+                return await endpoint(request)
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{request.path} takes {method}",
+                headers=((b"Allow", method.encode()),),
+            )
+        if request.path.startswith(_MODEL_API):  # /models/<namespace>/<name>/<path>
+            namespace, _, rest = request.path.removeprefix(_MODEL_API).partition("/")
+            name, slash, _ = rest.partition("/")
+            if namespace and name and slash:
+                return await self.model_api(request, namespace, name)
+        return error_response(404, "not_found", f"the router has no endpoint {request.path}")
 
-    async def model_api(self, request: web.Request) -> web.StreamResponse:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        path = request.raw_path.removeprefix(f"/models/{namespace}/{name}")
-        body = await request.read()
+    async def openai(self, request: Request) -> Answer:
+        body = request.body
+        return await self._route(request, request.path, body, request.target, _model_of(body))
+
+    async def model_api(self, request: Request, namespace: str, name: str) -> Answer:
+        path = request.target.removeprefix(f"{_MODEL_API}{namespace}/{name}")
         route = "/models/{namespace}/{name}/{path}"
-        return await self._route(request, route, body, path, f"{namespace}/{name}")
+        return await self._route(request, route, request.body, path, f"{namespace}/{name}")
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: Request) -> Response:
         try:
             self._caller(request)
         except _RefusedError as refused:
@@ -172,31 +209,32 @@ class _Handlers:
             {"id": key, "object": "model", "created": 0, "owned_by": "soberana"}
             for key in sorted(self.router.table.models)
         ]
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def readyz(self, request: Request) -> Response:
         if not self.router.has_table:
-            return web.json_response({"status": "no routing table loaded yet"}, status=503)
+            return json_response({"status": "no routing table loaded yet"}, status=503)
         table = self.router.table
-        return web.json_response(
+        return json_response(
             {"status": "ok", "models": len(table.models), "sites": len(table.sites)}
         )
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=self.router.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE}
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            200, ((b"Content-Type", CONTENT_TYPE.encode()),), self.router.metrics.exposition()
         )
 
     async def _route(
-        self, request: web.Request, route: str, body: bytes, path: str, model_key: str | None
-    ) -> web.StreamResponse:
+        self, request: Request, route: str, body: bytes, path: str, model_key: str | None
+    ) -> Answer:
         router = self.router
         received = router.clock()
         span = router.telemetry.start_request_span(f"{request.method} {route}", request.headers)
         model = site = ""  # metric labels: only models in the table, to bound their number
+        response: Answer
         try:
             try:
                 caller = self._caller(request)
@@ -206,7 +244,6 @@ class _Handlers:
                 decision = self._decide(self._model_key(model_key), scope, span)
                 model = decision.model.key
                 outbound = self._outbound(request, body, path, span)
-                assert self.forwarder is not None
                 forwarded = await self.forwarder.forward(request, decision, outbound)
                 site = forwarded.site or ""
                 response, outcome = self._answer(decision, forwarded, span)
@@ -223,11 +260,11 @@ class _Handlers:
         router.metrics.requests(model, site, outcome).inc()
         return response
 
-    def _caller(self, request: web.Request) -> Caller | None:
+    def _caller(self, request: Request) -> Caller | None:
         keys = self.router.api_keys
         if keys is None:
             return None
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         caller = keys.identify(presented.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
             raise _RefusedError(
@@ -235,15 +272,15 @@ class _Handlers:
                     401,
                     "invalid_api_key",
                     "a valid API key is required: send it as 'Authorization: Bearer <key>'",
-                    headers={"WWW-Authenticate": "Bearer"},
+                    headers=((b"WWW-Authenticate", b"Bearer"),),
                 ),
                 "unauthorized",
             )
         return caller
 
-    def _scope(self, request: web.Request, caller: Caller | None) -> RequestScope:
+    def _scope(self, request: Request, caller: Caller | None) -> RequestScope:
         restrictions: list[Restriction] = []
-        header = request.headers.get(RESIDENCY_HEADER)
+        header = request.headers.get(_RESIDENCY)
         if header is not None:
             codes = [code.strip().upper() for code in header.split(",") if code.strip()]
             if not codes or not all(_JURISDICTION.match(code) for code in codes):
@@ -262,7 +299,7 @@ class _Handlers:
             restrictions.append(
                 Restriction(caller.residency, f"the API key of tenant {caller.tenant}")
             )
-        region = request.headers.get(REGION_HEADER, self.router.settings.region)
+        region = request.headers.get(_REGION, self.router.settings.region)
         if region is not None and not REGION_ID.match(region):
             raise _RefusedError(
                 error_response(
@@ -324,7 +361,7 @@ class _Handlers:
             )
         return decision
 
-    def _outbound(self, request: web.Request, body: bytes, path: str, span: trace.Span) -> Outbound:
+    def _outbound(self, request: Request, body: bytes, path: str, span: trace.Span) -> Outbound:
         # with API keys, Authorization holds the router's key, not the site's
         dropped = _NOT_PASSED_ON_WITH_KEYS if self.router.api_keys else _NOT_PASSED_ON
         lines = [
@@ -337,7 +374,7 @@ class _Handlers:
 
     def _answer(
         self, decision: Decision, forwarded: Forwarded, span: trace.Span
-    ) -> tuple[web.StreamResponse, str]:
+    ) -> tuple[Answer, str]:
         if span.is_recording():
             self._record_outcome(decision, forwarded, span)
         if forwarded.response is not None:

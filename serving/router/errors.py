@@ -7,9 +7,7 @@ is stable for programs to test (``no_compliant_site``, ``model_not_found``, ...)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from aiohttp import web
+from soberana.serving.router.httpserver import Headers, Response, json_response
 
 
 def error_response(
@@ -18,8 +16,8 @@ def error_response(
     message: str,
     *,
     param: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
+    headers: Headers = (),
+) -> Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)

@@ -17,17 +17,15 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from soberana.serving.router.health import HealthBook, SiteHealth
+from soberana.serving.router.httpserver import Answer, Request, Response, ResponseStream
 from soberana.serving.router.metrics import RouterMetrics
 from soberana.serving.router.policy import Candidate, Decision, Exclusion
 from soberana.serving.router.upstream import UpstreamError, UpstreamResponse, Upstreams
 
 log = logging.getLogger(__name__)
 
-SITE_HEADER = "X-Soberana-Site"
+SITE_HEADER = b"X-Soberana-Site"
 """Response header naming the site that served the request."""
 
 HOP_BY_HOP = frozenset(
@@ -46,6 +44,8 @@ HOP_BY_HOP = frozenset(
 )
 """Headers (lowercase) that describe one connection, not the message: never passed on."""
 
+_NOT_RELAYED = HOP_BY_HOP | {b"date"}  # the router's server dates its own answers
+
 _RETRIABLE = (UpstreamError, TimeoutError)
 
 
@@ -63,12 +63,12 @@ class Outbound:
 class Forwarded:
     """What came of a request: the response the client got (None: no site answered)."""
 
-    response: web.StreamResponse | None = None
+    response: Answer | None = None
     site: str | None = None
     upstream_wait_s: float = 0.0  # the serving site's time to its response headers
     failures: list[Exclusion] = field(default_factory=list)
     aborted: bool = False  # the site failed after the response had started
-    server_error: web.Response | None = None  # the last 5xx answer of a site
+    server_error: Response | None = None  # the last 5xx answer of a site
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,7 @@ class Forwarder:
         """Close the idle connections to the sites."""
         self._upstreams.close()
 
-    async def forward(
-        self, client: web.Request, decision: Decision, outbound: Outbound
-    ) -> Forwarded:
+    async def forward(self, client: Request, decision: Decision, outbound: Outbound) -> Forwarded:
         result = Forwarded()
         attempts = 0
         for candidate in decision.candidates:
@@ -119,12 +117,12 @@ class Forwarder:
 
     async def _attempt(
         self,
-        client: web.Request,
+        client: Request,
         decision: Decision,
         candidate: Candidate,
         outbound: Outbound,
         result: Forwarded,
-    ) -> web.StreamResponse | None:
+    ) -> Answer | None:
         """One try at one site: the response the client got, or None when the site failed."""
         site = candidate.site
         assert site.url is not None
@@ -183,32 +181,22 @@ class Forwarder:
             and upstream.media_type != b"text/event-stream"
         )
 
-    async def _buffered(self, upstream: UpstreamResponse, site: str) -> web.Response:
+    async def _buffered(self, upstream: UpstreamResponse, site: str) -> Response:
         body = await upstream.read()
-        return web.Response(
-            status=upstream.status, body=body, headers=_response_headers(upstream, site)
-        )
+        return Response(upstream.status, _response_headers(upstream, site), body)
 
     async def _streamed(
-        self,
-        client: web.Request,
-        upstream: UpstreamResponse,
-        site: str,
-        result: Forwarded,
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream.status, headers=_response_headers(upstream, site)
-        )
+        self, client: Request, upstream: UpstreamResponse, site: str, result: Forwarded
+    ) -> ResponseStream:
+        response = client.stream(upstream.status, _response_headers(upstream, site))
         try:
-            await response.prepare(client)
             async for chunk in _arriving(upstream):
                 await response.write(chunk)
-            await response.write_eof()
+            response.end()
         except _SiteFailedError as error:
             log.warning("site %s failed mid-response: %s", site, error)
             result.aborted = True
-            if client.transport is not None:
-                client.transport.abort()
+            response.abort()
         except ConnectionResetError:  # the client went away: stop reading the site
             upstream.close()
         return response
@@ -236,13 +224,9 @@ class _ServerError(Exception):
     """The site answered with a 5xx status."""
 
 
-def _response_headers(upstream: UpstreamResponse, site: str) -> CIMultiDict[str]:
-    headers = CIMultiDict(
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in upstream.headers
-        if name.lower() not in HOP_BY_HOP
-    )
-    headers[SITE_HEADER] = site
+def _response_headers(upstream: UpstreamResponse, site: str) -> list[tuple[bytes, bytes]]:
+    headers = [header for header in upstream.headers if header[0].lower() not in _NOT_RELAYED]
+    headers.append((SITE_HEADER, site.encode()))
     return headers
 
 

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
-from aiohttp import web
 from kubernetes_asyncio import client
 
 from soberana.operator.kubeconfig import load_configuration
-from soberana.serving.router.app import Background, Router, RouterSettings, router_app
+from soberana.serving.router.app import Background, Router, RouterSettings, serving_router
 from soberana.serving.router.auth import api_keys_from_document
 from soberana.serving.router.files import FileFollower
 from soberana.serving.router.kube import ClusterTableSource
@@ -58,21 +57,18 @@ async def serve(options: ServerOptions) -> None:
         keys.load()
         background.append(keys.follow)
 
-    runner = web.AppRunner(router_app(router, background), access_log=None)
-    await runner.setup()
-    # what startup made lives as long as the process: keep the collector from walking it on
-    # every full collection, which shows up as latency spikes
-    gc.collect()
-    gc.freeze()
     try:
-        await web.TCPSite(runner, options.host, options.port, backlog=1024).start()
-        log.info("soberana router listening on http://%s:%d", options.host, options.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        async with serving_router(router, options.host, options.port, background) as server:
+            # what startup made lives as long as the process: keep the collector from walking
+            # it on every full collection, which shows up as latency spikes
+            gc.collect()
+            gc.freeze()
+            log.info("soberana router listening on http://%s:%d", options.host, server.port)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
     finally:
-        await runner.cleanup()
         if api is not None:
             await api.close()

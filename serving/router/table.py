@@ -126,7 +126,8 @@ class _RoutesModel(BaseModel):
 class RoutesSite(_RoutesModel):
     """A site in a static routes file."""
 
-    name: str = Field(min_length=1, max_length=253)
+    # printable ASCII without spaces: the name is sent in the X-Soberana-Site response header
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[!-~]+$")
     url: HttpUrl = Field(description="Base URL of the site's Ray Serve HTTP proxy.")
     jurisdiction: Jurisdiction
     latency_ms: dict[str, int] = Field(default_factory=dict)

@@ -40,6 +40,7 @@ def test_the_documented_routes_file_loads() -> None:
     ("document", "complaint"),
     [
         ({"sites": [{"name": "a", "url": "ftp://x", "jurisdiction": "BR"}]}, "url"),
+        ({"sites": [{"name": "a\r\nb", "url": "http://x", "jurisdiction": "BR"}]}, "name"),
         ({"sites": [{"name": "a", "url": "http://x", "jurisdiction": "Brazil"}]}, "jurisdiction"),
         ({"models": [{"name": "qwen", "sites": []}]}, "name"),
         ({"models": [{"name": "ml/a", "sites": ["x", "x"]}]}, "x listed more than once"),

@@ -1,0 +1,473 @@
+"""The router's HTTP/1.1 server: lean enough for its hot path, strict where it must be.
+
+Each client connection parses its requests with httptools (llhttp, the parser of Node.js) and
+answers them in the order they came, pipelined ones included, each by a task that runs the
+handler. A request reaches the handler whole: head and body, the body at most ``max_body_bytes``
+(``Expect: 100-continue`` is answered when the connection is free to read it). The handler
+answers with a complete :class:`Response`, written in one go with its Content-Length, or streams
+one: :meth:`Request.stream` sends the head and returns a :class:`ResponseStream` whose pieces go
+out as they are written (chunked; or, to an HTTP/1.0 client, until the connection closes),
+waiting while the client reads slower than they come, until the stream is ended, or aborted,
+which closes the connection so that the truncation shows. The server adds ``Date`` and the
+framing headers itself.
+
+Connections are kept alive as HTTP/1.1 (or an HTTP/1.0 client that asks) allows, and closed after
+``keepalive_s`` without a request. A malformed request gets 400, an oversized head 431 and an
+oversized body 413, and its connection is closed; a handler that fails gets a 500 (or, once it
+has started streaming, an aborted connection). Upgrades (``Connection: Upgrade``) are not taken:
+such a request is answered as a plain one, and its connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+Headers = Iterable[tuple[bytes, bytes]]
+"""Header names and values as they go on the wire, without framing headers or Date."""
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_MAX_PENDING = 8  # pipelined requests read ahead of the one being answered
+_JSON = ((b"Content-Type", b"application/json; charset=utf-8"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete answer; the server adds Content-Length, Date and Connection."""
+
+    status: int
+    headers: Headers = ()
+    body: bytes = b""
+
+
+def json_response(document: Any, status: int = 200, headers: Headers = ()) -> Response:
+    return Response(status, (*_JSON, *headers), json.dumps(document).encode())
+
+
+class Request:
+    """One request, head and body, as the client sent it."""
+
+    __slots__ = (
+        "_connection",
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "raw_headers",
+        "stream_started",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        connection: _ClientConnection,
+        method: str,
+        target: str,
+        version: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self._connection = connection
+        self.method = method
+        self.target = target  # path and query, percent-encoded as received
+        self.path = target.partition("?")[0]
+        self.version = version
+        self.raw_headers = raw_headers
+        self.headers: Mapping[str, str] = headers  # lowercase names; the first of repeated ones
+        self.body = body
+        self.keep_alive = keep_alive
+        self.stream_started = False
+
+    def stream(self, status: int, headers: Headers) -> ResponseStream:
+        """Send the head of a streamed answer; its body follows through the stream."""
+        self.stream_started = True
+        return self._connection.start_stream(self, status, headers)
+
+
+class ResponseStream:
+    """A streamed answer, after its head: write pieces, then end it, or abort it."""
+
+    def __init__(
+        self, connection: _ClientConnection, status: int, *, chunked: bool, head_only: bool
+    ) -> None:
+        self._connection = connection
+        self.status = status
+        self._chunked = chunked
+        self._head_only = head_only
+        self.finished = False
+
+    async def write(self, piece: bytes) -> None:
+        """Send ``piece``; wait while the client lags. ConnectionResetError: the client left."""
+        connection = self._connection
+        if connection.closed:
+            raise ConnectionResetError("the client closed its connection")
+        if self._head_only or not piece:
+            return
+        connection.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self._chunked else piece)
+        if connection.write_paused:
+            await connection.drained()
+
+    def end(self) -> None:
+        """The body is complete."""
+        self.finished = True
+        if self._chunked and not self._head_only and not self._connection.closed:
+            self._connection.write(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        """Close the connection without ending the body: the client sees it truncated."""
+        self.finished = True
+        self._connection.abort()
+
+
+Answer = Response | ResponseStream
+Handler = Callable[[Request], Awaitable[Answer]]
+
+
+class HttpServer:
+    """Listens, and serves every connection it accepts with ``handler``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body_bytes: int,
+        max_head_bytes: int = 64 * 1024,
+        keepalive_s: float = 75.0,
+    ) -> None:
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self.max_head_bytes = max_head_bytes
+        self.keepalive_s = keepalive_s
+        self.connections: set[_ClientConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._date = (0, b"")
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ClientConnection(self), host, port, backlog=1024, reuse_address=True
+        )
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop listening, let the requests being answered finish for up to ``timeout_s``, then
+        close every connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        deadline = time.monotonic() + timeout_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.shut()
+        await self._server.wait_closed()
+
+    def date(self) -> bytes:
+        """The Date header line, formatted once a second."""
+        now = int(time.time())
+        if now != self._date[0]:
+            self._date = (now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode())
+        return self._date[1]
+
+
+class _RefusedError(Exception):
+    """A request the connection answers itself, then closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One client's connection; httptools calls the ``on_*`` methods as it parses."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        # the request being parsed
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._lookup: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        # the requests read, and the one being answered
+        self._pending: deque[Request] = deque()
+        self._answering: asyncio.Task[None] | None = None
+        self._reading_paused = False
+        self._closing = False  # close once the request being answered is
+        self._last_active = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.closed = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._server.connections.add(self)
+        self._wait_idle()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+            if self._in_head:  # a head spans reads: bound what httptools holds of it meanwhile
+                self._grow_head(len(data))
+        except _RefusedError as refused:
+            self._refuse(refused.status, str(refused))
+        except httptools.HttpParserCallbackError as error:
+            limit = error.__context__  # what the callback raised
+            if not isinstance(limit, _RefusedError):
+                raise
+            self._refuse(limit.status, str(limit))
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # the request is in; what follows is not HTTP/1.1 we take
+            self._pause_reading()
+        except httptools.HttpParserError as error:
+            self._refuse(400, f"malformed request: {error}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._server.connections.discard(self)
+        self._pending.clear()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("the client closed its connection"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._lookup = {}
+        self._body = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._lookup.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        self._grow_head(len(name) + len(value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        length = self._lookup.get("content-length")
+        if length is not None and int(length) > self._server.max_body_bytes:  # llhttp checked it
+            raise _RefusedError(413, "the request's body is too large")
+        if (
+            self._lookup.get("expect", "").lower() == "100-continue"
+            and self._answering is None
+            and self._parser.get_http_version() == "1.1"
+        ):
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > self._server.max_body_bytes:
+            raise _RefusedError(413, "the request's body is too large")
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            self._url.decode("utf-8", "surrogateescape"),
+            parser.get_http_version(),
+            self._headers,
+            self._lookup,
+            body,
+            parser.should_keep_alive(),
+        )
+        self._pending.append(request)
+        if len(self._pending) >= _MAX_PENDING:
+            self._pause_reading()
+        if self._answering is None:
+            self._answer_next()
+
+    # answering
+
+    def _answer_next(self) -> None:
+        if self._pending:
+            request = self._pending.popleft()
+            self._answering = self._loop.create_task(self._answer(request))
+            if self._reading_paused and not self._closing and len(self._pending) < _MAX_PENDING:
+                self._reading_paused = False
+                assert self._transport is not None
+                self._transport.resume_reading()
+        else:
+            self._answering = None
+            self._wait_idle()
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            answer: Answer | None = await self._server.handler(request)
+        except Exception:
+            log.exception("answering %s %s failed", request.method, request.path)
+            answer = None
+        if self.closed:
+            return
+        if isinstance(answer, Response):
+            self._write_response(request, answer)
+        elif answer is None and not request.stream_started:
+            self._write_response(request, Response(500, body=b"internal server error"))
+        elif answer is None or not answer.finished:  # a stream left open: show it truncated
+            self.abort()
+            return
+        if self._closing or not request.keep_alive:
+            assert self._transport is not None
+            self._transport.close()
+        else:
+            self._answer_next()
+
+    def start_stream(self, request: Request, status: int, headers: Headers) -> ResponseStream:
+        chunked = request.version == "1.1"
+        if not chunked:
+            request.keep_alive = False  # the body ends with the connection
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+        if not self.closed:
+            self.write(self._head(request, status, headers, framing))
+        return ResponseStream(self, status, chunked=chunked, head_only=request.method == "HEAD")
+
+    def _write_response(self, request: Request, response: Response) -> None:
+        body = response.body
+        length = b"Content-Length: %d\r\n" % len(body)
+        head = self._head(request, response.status, response.headers, length)
+        self.write(head if request.method == "HEAD" else head + body)
+
+    def _head(self, request: Request, status: int, headers: Headers, framing: bytes) -> bytes:
+        if self._closing or not request.keep_alive:
+            connection = b"Connection: close\r\n"
+        elif request.version == "1.0":
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        return b"HTTP/1.1 %d %s\r\n%s%s%s%s\r\n" % (
+            status,
+            _REASONS.get(status, b""),
+            b"".join(b"%s: %s\r\n" % header for header in headers),
+            framing,
+            self._server.date(),
+            connection,
+        )
+
+    def _grow_head(self, size: int) -> None:
+        """Count ``size`` more bytes of the head (a head spanning reads counts some twice)."""
+        self._head_bytes += size
+        if self._head_bytes > self._server.max_head_bytes:
+            raise _RefusedError(431, "the request's head is too large")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request that cannot be taken (unless another answer is under way), then
+        close the connection."""
+        self._pause_reading()
+        self._closing = True
+        self._pending.clear()
+        if self._answering is None and not self.closed:
+            head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n" % (
+                status,
+                _REASONS.get(status, b""),
+            )
+            body = message.encode()
+            self.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            assert self._transport is not None
+            self._transport.close()
+
+    # the connection
+
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    async def drained(self) -> None:
+        """Wait until the client has taken what was written (ConnectionResetError: it left)."""
+        self._drain = self._loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping what is unsent and the requests read."""
+        self._closing = True
+        self._pending.clear()
+        if self._transport is not None and not self.closed:
+            self._transport.abort()
+
+    def close_when_idle(self) -> None:
+        self._closing = True
+        if self._answering is None and self._transport is not None:
+            self._transport.close()
+
+    def shut(self) -> None:
+        """Abort the connection and the request being answered on it."""
+        self.abort()
+        if self._answering is not None:
+            self._answering.cancel()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self.closed and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _wait_idle(self) -> None:
+        """Close the connection if no request comes within ``keepalive_s``."""
+        self._last_active = self._loop.time()
+        if self._idle_timer is None and not self.closed:
+            self._idle_timer = self._loop.call_at(
+                self._last_active + self._server.keepalive_s, self._check_idle
+            )
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.closed or self._answering is not None:
+            return  # answering: the timer starts again afterwards
+        if self._loop.time() >= self._last_active + self._server.keepalive_s:
+            assert self._transport is not None
+            self._transport.close()
+        else:
+            self._idle_timer = self._loop.call_at(
+                self._last_active + self._server.keepalive_s, self._check_idle
+            )
