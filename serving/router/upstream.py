@@ -1,13 +1,14 @@
 """HTTP/1.1 to the sites over kept-alive connections, lean enough for the router's hot path.
 
-:class:`Upstreams` keeps the idle connections to each site endpoint (scheme, host and port) and
-sends one request at a time on each: request line, headers and body in one write; the response
-parsed by httptools (llhttp, the parser of Node.js) as it arrives. :meth:`Upstreams.send` returns
-an :class:`UpstreamResponse` once its status line and headers are in; its body is then read whole
+:class:`Upstreams` keeps the idle connections to each site's base URL and sends one request at
+a time on each: request line, headers and body in one write; the response parsed by httptools
+(llhttp, the parser of Node.js) as it arrives. :meth:`Upstreams.send` returns an
+:class:`UpstreamResponse` once its status line and headers are in; its body is then read whole
 (:meth:`~UpstreamResponse.read`) or as it arrives (:meth:`~UpstreamResponse.chunks`), reading
 from the site pausing while a slow consumer leaves more than ``_HIGH_WATER`` bytes queued.
-A connection goes back to the pool when its response is complete and both ends allow keep-alive;
-it is closed when its response is abandoned unfinished (:meth:`~UpstreamResponse.close`).
+A connection goes back to the pool when its response is complete and both ends allow keep-alive
+(and is not reused after ``keepalive_s`` idle); it is closed when its response is abandoned
+unfinished (:meth:`~UpstreamResponse.close`).
 
 Failures raise :class:`UpstreamError` (the site cannot be reached, the connection breaks, or the
 answer is not valid HTTP) or :class:`TimeoutError` (connecting takes over ``connect_timeout_s``,
@@ -40,7 +41,9 @@ class Upstreams:
         self,
         connect_timeout_s: float,
         response_timeout_s: float,
-        keepalive_s: float = 30.0,
+        # idle connections are dropped before the 5 s after which uvicorn and Node.js close
+        # theirs by default (Ray Serve's proxy waits 90 s), so none is used as the site closes it
+        keepalive_s: float = 4.0,
         max_idle_per_endpoint: int = 100,
     ) -> None:
         self._connect_timeout_s = connect_timeout_s
@@ -84,14 +87,18 @@ class Upstreams:
 
     def _endpoint(self, base_url: str) -> _Endpoint:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamError(f"{base_url!r} is not an http:// or https:// URL")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise UpstreamError(f"{base_url!r} is not a usable http:// or https:// URL")
         tls = None
         if parts.scheme == "https":
             tls = self._tls = self._tls or ssl.create_default_context()
         endpoint = _Endpoint(
             host=parts.hostname,
-            port=parts.port or (443 if tls else 80),
+            port=port or (443 if tls else 80),
             authority=parts.netloc.rpartition("@")[2].encode("idna"),
             base_path=parts.path.rstrip("/").encode("utf-8"),
             tls=tls,
@@ -103,6 +110,7 @@ class Upstreams:
 
     async def _connect(self, endpoint: _Endpoint) -> _Connection:
         loop = asyncio.get_running_loop()
+        where = endpoint.authority.decode()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, connection = await loop.create_connection(
@@ -111,10 +119,10 @@ class Upstreams:
                     endpoint.port,
                     ssl=endpoint.tls,
                 )
-        except TimeoutError:
-            raise
+        except TimeoutError as error:  # an OSError too, but it stays a timeout
+            took = f"connecting to {where} took over {self._connect_timeout_s:g}s"
+            raise TimeoutError(took) from error
         except OSError as error:
-            where = endpoint.authority.decode()
             raise UpstreamError(f"cannot connect to {where}: {error.strerror or error}") from error
         return connection
 
