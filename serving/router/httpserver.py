@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httptools
 
@@ -311,10 +312,14 @@ class _ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self._parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        target = self._url.decode("utf-8", "surrogateescape")
+        if not target.startswith("/"):  # absolute-form, as sent to proxies (RFC 9112, 3.2.2)
+            parts = urlsplit(target)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         request = Request(
             self,
             parser.get_method().decode("ascii"),
-            self._url.decode("utf-8", "surrogateescape"),
+            target,
             parser.get_http_version(),
             self._headers,
             self._lookup,

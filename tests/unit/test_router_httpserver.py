@@ -91,6 +91,13 @@ async def test_requests_on_one_connection_pipelined_or_not_are_answered_in_order
         assert [(await response(reader))[2] for _ in range(2)] == [b"two", b"three"]
 
 
+async def test_a_target_in_absolute_form_is_taken_as_its_path_and_query() -> None:
+    async with server() as (_, connect):
+        reader, writer = await connect()
+        writer.write(b"GET http://router:8080/v1/models?x=1 HTTP/1.1\r\nHost: router\r\n\r\n")
+        assert (await response(reader))[1]["x-target"] == "/v1/models?x=1"
+
+
 async def test_http_1_0_closes_unless_asked_to_keep_alive() -> None:
     async with server() as (_, connect):
         reader, writer = await connect()
