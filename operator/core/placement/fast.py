@@ -1,44 +1,39 @@
-"""The ``fast`` solver: greedy in contention order, then pairwise exchanges.
+"""The ``fast`` solver: prices from a linear relaxation, then a greedy in contention order.
 
-Three passes share one ledger of free GPUs per pool:
+1. Candidates. Every deployment's plausible placements become rows of one table, scored in bulk
+   with numpy (:mod:`~soberana.operator.core.placement.candidates`).
+2. Seed. In contention order, batch by batch, each deployment takes the first of its best rows
+   that still fits: a feasible solution, quickly, for the relaxation to start from.
+3. Prices. Column generation over the table prices each GPU pool by what the capacity is worth:
+   the duals (*tolls*) of the master LP, whose solution is mostly whole (see
+   :mod:`~soberana.operator.core.placement.relaxation`).
+4. Placement, in contention order. Running deployments whose placement is still compliant reserve
+   it first, and each moves only when the alternative beats it by more than the stability
+   penalty. Deployments the LP splits between placements take the heaviest of those that fits,
+   then those it places whole take that placement if it fits, then every one left takes its best
+   placement under the tolls on what is free, so that those with little to lose leave contested
+   pools to those that need them. A deployment whose table rows all fail is searched for one by
+   one (:mod:`~soberana.operator.core.placement.search`).
+5. Improvement. Each deployment moves into free GPUs when that is better for it (all are scored
+   at once, moves made best gain first, until none is left). Then the deployments still unplaced,
+   and those placed more than 10 % worse than they hoped for (their best LP placement or their
+   best on empty pools), most harmed first, try to take that placement by moving a deployment
+   out of the way, the most flexible first: the exchange stays only if both are placed and,
+   unless the harmed one was unplaced, their objectives together drop.
 
-1. In contention order, each deployment takes its best placement on what those before it left.
-   Running deployments whose placement is still compliant reserve it first, and each moves only
-   when the best alternative beats it by more than the stability penalty. New placements are
-   searched with a toll on each contested pool, one that more deployments want for their *ideal*
-   placement (their best on an empty world) than it holds: the toll is the regret per GPU of the
-   best bid the pool cannot hold, a deployment's regret being what it loses by taking its next
-   best placement instead of its ideal. Deployments with little to lose so look elsewhere first,
-   and leave contested pools to those that need them.
-2. Exchanges undo what that order cost. The deployments still unplaced, then those placed more
-   than 10 % worse than their ideal, most harmed first, are visited. For each, a few deployments
-   holding a pool of its ideal, the most flexible first (most eligible sites), are tried one at a
-   time as partners: both are released, the harmed one places first, the partner second (or back
-   where it was, if that is better), and the exchange stays only if both are placed and, unless
-   the harmed one was unplaced, their objectives together drop.
-3. In contention order, each deployment moves into free GPUs if that is better for it, and those
-   still unplaced get another try.
-
-No pass unplaces a deployment an earlier one placed, so the contention order decides who gets
-capacity first.
-
-For one deployment, a steepest-descent local search over sets of GPU pools (at most one per site)
-starts from the empty set and applies the best of three moves — add a pool, drop one, swap one for
-another — until no move improves the score. The score is the objective plus a large penalty per
-unit of infeasibility (sites missing towards minSites, uncovered traffic regions, replicas without
-room, budget overrun), so the search first becomes feasible, then good. Given a set, replicas go
-one per site and the rest to the cheapest pools with room: the cheapest spread, and the only thing
-the spread affects, because latency depends on the set alone.
+No step unplaces a deployment an earlier one placed. On the benchmark world (1,000 deployments,
+100 sites, 85 % of the GPUs wanted) the result is within about 1 % of the MILP's best.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import numpy as np
 
+from soberana.operator.core.placement.candidates import BoolArray, Candidates, Scored, build
 from soberana.operator.core.placement.problem import (
+    DRAIN_PENALTY,
     Assignment,
     Demand,
     FloatArray,
@@ -46,66 +41,80 @@ from soberana.operator.core.placement.problem import (
     Problem,
     Solution,
 )
+from soberana.operator.core.placement.relaxation import Prices, relax
+from soberana.operator.core.placement.search import best_assignment, better
 
-_INFEASIBILITY_WEIGHT = 1e6
-_MAX_MOVES = 64
-_PARTNERS = 4
+_FIRST_COLUMNS = 5  # each deployment's best rows on empty pools that start the relaxation
+_BATCH = 32  # deployments scored together in the greedy passes
+_FIT_ROWS = 8  # rows per deployment tried in a batch before it is scored alone
+_SHORTLIST = 24  # the seed's retries score each deployment's best rows on empty pools only
+_SEED_ROUNDS = 2
+_SETTLE_ROUNDS = 3
 _WORTH_EXCHANGING = 0.1
-_NO_ALTERNATIVE = 1e3
-_RELATIVE_TOLERANCE = 1e-9
-_ROUNDS = 4
+_HARMED = 64
+_TARGETS = 2
+_PARTNERS = 4
 
 
 def solve_fast(problem: Problem) -> Solution:
-    """Place every deployment it can in contention order, then exchange and settle until stable.
-
-    Passes 2 and 3 repeat (a few rounds at most) until neither changes anything, so that planning
-    the result again, as the running state, finds nothing worth moving either. An exchange that
-    failed is not tried again while both deployments stay where they are.
-    """
-    ideals = {
-        demand.key: ideal
-        for demand in problem.demands
-        if demand.options and (ideal := best_assignment(demand, problem.capacity)) is not None
-    }
-    tolls = _tolls(problem, ideals)
-    ledger = _Ledger(problem.capacity.copy())
-    _place_in_order(problem, ledger, tolls)
-    for _ in range(_ROUNDS):
-        exchanged = _exchange(problem, ledger, ideals)
-        if not _settle(problem, ledger, ideals, tolls) and not exchanged:
-            break
-    return ledger.solution
+    """Place every deployment it can; see the module's description."""
+    table = build(problem)
+    if not table.demands:
+        return {}
+    penalties = np.array([problem.penalty(demand, ()) for demand in table.demands])
+    scored = table.score(problem.capacity)
+    first = table.best(scored, _FIT_ROWS)
+    seed = _seed(problem, table, scored, first)
+    prices = relax(problem, table, penalties, seed, scored, first[:, :_FIRST_COLUMNS])
+    floor = scored.value + penalties[table.row_owner]
+    ideals = _ideals(table, scored, first[:, 0], penalties)
+    results = []
+    for whole_first in (False, True):
+        ledger = _Ledger(problem, table, penalties)
+        _place(problem, ledger, prices, whole_first=whole_first)
+        _settle(ledger, floor)
+        if _exchange(problem, ledger, prices, ideals):
+            _settle(ledger, floor)
+        results.append(ledger.solution)
+    return min(results, key=lambda solution: (-len(solution), problem.score(solution)))
 
 
 class _Ledger:
-    """Free GPUs per pool, each placed deployment's assignment, who holds each pool, and the
-    exchanges that failed."""
+    """Free GPUs per pool, the placed deployments' assignments, and what each holds where."""
 
-    def __init__(self, free: IntArray) -> None:
-        self.free = free
+    def __init__(self, problem: Problem, table: Candidates, penalties: FloatArray) -> None:
+        self.problem = problem
+        self.table = table
+        self.penalties = penalties
+        self.free = problem.capacity.copy()
         self.solution: Solution = {}
+        self.owners = {demand.key: owner for owner, demand in enumerate(table.demands)}
+        self.own = np.zeros(table.owner.size, dtype=np.int64)  # GPUs held, per table option
         self.holders: defaultdict[int, set[str]] = defaultdict(set)
-        # exchanges tried in vain: (harmed, its assignment, partner, its assignment)
-        self.failed: set[tuple[str, Assignment | None, str, Assignment]] = set()
+        self.current = np.zeros(table.owner.size, dtype=np.int64)  # the running placements
+        self.running = np.zeros(len(table.demands), dtype=np.bool_)
+        self.staying = np.zeros(len(table.demands))  # what keeping the running placement costs
+        for owner, demand in enumerate(table.demands):
+            if demand.current is not None:
+                self.running[owner] = True
+                self.staying[owner] = DRAIN_PENALTY if demand.draining else 0.0
+                for option, replicas in demand.current:
+                    self.current[table.option_start[owner] + option] = replicas * demand.gpus
 
     def take(self, demand: Demand, assignment: Assignment) -> None:
+        start = self.table.option_start[self.owners[demand.key]]
         for option, replicas in assignment:
             self.free[demand.pool[option]] -= replicas * demand.gpus
+            self.own[start + option] += replicas * demand.gpus
             self.holders[int(demand.pool[option])].add(demand.key)
         self.solution[demand.key] = assignment
 
-    def take_best(self, demand: Demand) -> Assignment | None:
-        """Place ``demand`` as well as the free GPUs allow; None, taking nothing, if they do not."""
-        chosen = best_assignment(demand, self.free)
-        if chosen is not None:
-            self.take(demand, chosen)
-        return chosen
-
     def release(self, demand: Demand) -> Assignment | None:
         assignment = self.solution.pop(demand.key, None)
+        start = self.table.option_start[self.owners[demand.key]]
         for option, replicas in assignment or ():
             self.free[demand.pool[option]] += replicas * demand.gpus
+            self.own[start + option] -= replicas * demand.gpus
             self.holders[int(demand.pool[option])].discard(demand.key)
         return assignment
 
@@ -115,314 +124,326 @@ class _Ledger:
             for option, replicas in assignment
         )
 
+    def keep_better(
+        self, demand: Demand, chosen: Assignment | None, held: Assignment | None
+    ) -> None:
+        """Take ``chosen`` unless ``held`` (just released) is at least as good."""
+        if chosen is None or (
+            held is not None
+            and chosen != held
+            and not better(self.problem.value(demand, chosen), self.problem.value(demand, held))
+        ):
+            chosen = held
+        if chosen is not None:
+            self.take(demand, chosen)
 
-def _place_in_order(problem: Problem, ledger: _Ledger, tolls: FloatArray) -> None:
-    kept: dict[str, Assignment] = {}
+    def values(self) -> FloatArray:
+        """Each table deployment's objective plus stability penalty as placed; inf if unplaced."""
+        table = self.table
+        starts = table.option_start[:-1]
+        counts = self.own[:-1] // table.gpus[:-1]
+        held = counts > 0
+        cost = np.add.reduceat(counts * table.unit[:-1], starts)
+        trips = np.minimum.reduceat(np.where(held[:, None], table.trips[:-1], np.inf), starts)
+        trips[table.weights == 0] = 0.0
+        latency = (table.weights * trips).sum(axis=1) * table.latency_weight
+        moved = np.logical_or.reduceat(self.own[:-1] != self.current[:-1], starts)
+        penalty = np.where(self.running & ~moved, self.staying, self.penalties)
+        placed = np.logical_or.reduceat(held, starts)
+        values: FloatArray = np.where(placed, cost + latency + penalty, np.inf)
+        return values
+
+    def score(
+        self, demands: list[Demand], tolls: FloatArray | None, among: BoolArray | None = None
+    ) -> tuple[Scored, IntArray]:
+        """The rows of ``demands`` (``among`` these only) scored on the free GPUs and their own:
+        their best rows."""
+        owners = np.sort([self.owners[demand.key] for demand in demands])
+        rows = self.table.rows_of(owners)
+        if among is not None:
+            rows = rows[among[rows]]
+        scored = self.table.score(self.free, tolls, self.own, rows)
+        return scored, self.table.best(scored, _FIT_ROWS)
+
+    def first_fit(self, demand: Demand, scored: Scored, best: IntArray) -> Assignment | None:
+        """The first of ``demand``'s best rows in ``scored`` that fits the free GPUs now."""
+        rows = best[self.owners[demand.key]]
+        rows = rows[rows >= 0]
+        members = scored.members[rows]
+        gpus = scored.counts[rows] * self.table.gpus[members]
+        fit = ((members < 0) | (gpus <= self.free[self.table.pool[members]])).all(axis=1)
+        if not fit.any():
+            return None
+        row = int(rows[int(np.argmax(fit))])
+        return self.table.assignment(scored.members[row], scored.counts[row])
+
+    def best(self, demand: Demand, tolls: FloatArray | None) -> Assignment | None:
+        """``demand``'s best placement on the free GPUs (it holds none): its best table row, or
+        else the search's."""
+        room = np.minimum(self.free[demand.pool] // demand.gpus, demand.replicas)
+        if int(room[~demand.keep_only].sum()) < demand.replicas:
+            return None  # not enough free GPUs anywhere it may go
+        scored, best = self.score([demand], tolls)
+        row = int(best[self.owners[demand.key], 0])
+        if row >= 0:
+            return self.table.assignment(scored.members[row], scored.counts[row])
+        return best_assignment(demand, self.free, tolls) or best_assignment(demand, self.free)
+
+
+def _seed(problem: Problem, table: Candidates, scored: Scored, first: IntArray) -> Solution:
+    """A feasible solution, quickly: the relaxation's first columns.
+
+    In contention order, each deployment takes the first of its best rows on empty pools that
+    still fits. Those that find none try again, twice, batch by batch, with their rows scored on
+    the GPUs free at the start of the batch; the last ones left are placed one by one.
+    """
+    ledger = _Ledger(problem, table, np.zeros(len(table.demands)))
+    order = np.lexsort((scored.value, table.row_owner))
+    rank = np.empty(table.rows, dtype=np.int64)
+    rank[order] = np.arange(table.rows) - table.row_start[table.row_owner[order]]
+    shortlist = rank < _SHORTLIST
+    waiting = []
+    for demand in problem.demands:
+        owner = ledger.owners.get(demand.key)
+        if owner is None or first[owner, 0] < 0:
+            continue
+        chosen = ledger.first_fit(demand, scored, first)
+        if chosen is None:
+            waiting.append(demand)
+        else:
+            ledger.take(demand, chosen)
+    for _ in range(_SEED_ROUNDS):
+        pending, waiting = waiting, []
+        for start in range(0, len(pending), _BATCH):
+            batch = pending[start : start + _BATCH]
+            scored, best = ledger.score(batch, None, shortlist)
+            for demand in batch:
+                chosen = ledger.first_fit(demand, scored, best)
+                if chosen is None:
+                    waiting.append(demand)
+                else:
+                    ledger.take(demand, chosen)
+    for demand in waiting:
+        chosen = ledger.best(demand, None)
+        if chosen is not None:
+            ledger.take(demand, chosen)
+    return ledger.solution
+
+
+def _place(problem: Problem, ledger: _Ledger, prices: Prices, *, whole_first: bool) -> None:
+    """Step 4: the placement in contention order, the LP's whole choices first or second."""
     for demand in problem.demands:
         if demand.current is not None and ledger.fits(demand, demand.current):
             ledger.take(demand, demand.current)
-            kept[demand.key] = demand.current
-    for demand in problem.demands:
-        current = kept.get(demand.key)
-        if current is None:
-            _place_new(ledger, demand, tolls)
-            continue
-        ledger.release(demand)
-        chosen = best_assignment(demand, ledger.free)
-        better = chosen is not None and _better(
-            problem.value(demand, chosen), problem.value(demand, current)
-        )
-        ledger.take(demand, chosen if chosen is not None and better else current)
+    pending = [demand for demand in problem.demands if demand.key in ledger.owners]
+    for whole in (whole_first, not whole_first):
+        left = []
+        for demand in pending:
+            support = prices.support.get(demand.key, ())
+            if not support or (demand.key in prices.whole) != whole:
+                left.append(demand)
+                continue
+            held = ledger.release(demand)
+            chosen = next((option for option, _ in support if ledger.fits(demand, option)), None)
+            if chosen is None:
+                if held is not None:
+                    ledger.take(demand, held)
+                left.append(demand)
+            else:
+                ledger.keep_better(demand, chosen, held)
+        pending = left
+    for start in range(0, len(pending), _BATCH):
+        batch = pending[start : start + _BATCH]
+        scored, best = ledger.score(batch, prices.tolls)
+        for demand in batch:
+            held = ledger.release(demand)
+            chosen = ledger.first_fit(demand, scored, best) or ledger.best(demand, prices.tolls)
+            ledger.keep_better(demand, chosen, held)
 
 
-def _place_new(ledger: _Ledger, demand: Demand, tolls: FloatArray) -> bool:
-    """Place an unplaced deployment, searching with tolls first; whether it was placed."""
-    chosen = best_assignment(demand, ledger.free, tolls) or best_assignment(demand, ledger.free)
-    if chosen is not None:
-        ledger.take(demand, chosen)
-    return chosen is not None
+def _settle(ledger: _Ledger, floor: FloatArray) -> None:
+    """Move deployments, one at a time, into free GPUs where that is better for them.
 
-
-def _tolls(problem: Problem, ideals: dict[str, Assignment]) -> FloatArray:
-    """A price per GPU on each pool that more deployments want, ideally, than it can hold.
-
-    Each deployment bids on the pools of its ideal placement what it would lose by taking its
-    next best instead (its regret); a pool's toll is the regret per GPU of the best bid it cannot
-    hold, so that deployments with less to lose look elsewhere first.
+    ``floor`` bounds each row's value from below (its value on empty pools, plus the stability
+    penalty): rows that cannot beat their deployment's value are not scored.
     """
-    bids: dict[int, list[tuple[float, int]]] = {}
-    for demand in problem.demands:
-        ideal = ideals.get(demand.key)
-        if ideal is None:
-            continue
-        blocked = problem.capacity.copy()
-        blocked[demand.pool[[option for option, _ in ideal]]] = 0
-        second = best_assignment(demand, blocked)
-        regret = (
-            problem.value(demand, second) - problem.value(demand, ideal)
-            if second is not None
-            else _NO_ALTERNATIVE
+    table = ledger.table
+    for _ in range(_SETTLE_ROUNDS):
+        values = ledger.values()
+        rows = np.flatnonzero(floor < values[table.row_owner] * (1 - 1e-9))
+        if not rows.size:
+            return
+        scored = table.score(ledger.free, None, ledger.own, rows)
+        best = table.best(scored)[:, 0]
+        owners = np.flatnonzero(best >= 0)
+        value = table.objective(scored.members[best[owners]], scored.counts[best[owners]])
+        gain = values[owners] - (value + ledger.penalties[owners])
+        worth = gain > 1e-9 * np.maximum(1.0, value)
+        moved = False
+        for _, _, owner in sorted(
+            zip(
+                (-gain[worth]).tolist(),
+                (table.demands[owner].rank for owner in owners[worth]),
+                owners[worth].tolist(),
+                strict=True,
+            )
+        ):
+            demand = table.demands[owner]
+            row = int(best[owner])
+            assignment = table.assignment(scored.members[row], scored.counts[row])
+            held = ledger.release(demand)
+            if ledger.fits(demand, assignment) and (
+                held is None
+                or better(
+                    ledger.problem.value(demand, assignment), ledger.problem.value(demand, held)
+                )
+            ):
+                ledger.take(demand, assignment)
+                moved = True
+            elif held is not None:
+                ledger.take(demand, held)
+        if not moved:
+            return
+
+
+def _ideals(
+    table: Candidates, scored: Scored, first: IntArray, penalties: FloatArray
+) -> dict[str, tuple[Assignment, float]]:
+    """Each table deployment's best row on empty pools, with its value."""
+    owners = np.flatnonzero(first >= 0)
+    rows = first[owners]
+    values = table.objective(scored.members[rows], scored.counts[rows]) + penalties[owners]
+    return {
+        table.demands[owner].key: (
+            table.assignment(scored.members[row], scored.counts[row]),
+            float(value),
         )
-        for option, replicas in ideal:
-            gpus = replicas * demand.gpus
-            bids.setdefault(int(demand.pool[option]), []).append((regret / gpus, gpus))
-    tolls = np.zeros(len(problem.pools))
-    for pool, offers in bids.items():
-        room = int(problem.capacity[pool])
-        for per_gpu, gpus in sorted(offers, reverse=True):
-            if gpus > room:
-                tolls[pool] = per_gpu
-                break
-            room -= gpus
-    return tolls
+        for owner, row, value in zip(owners.tolist(), rows.tolist(), values.tolist(), strict=True)
+    }
 
 
-def _exchange(problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment]) -> bool:
-    """Pass 2; whether any exchange was made."""
-    exchanged = False
+def _exchange(
+    problem: Problem,
+    ledger: _Ledger,
+    prices: Prices,
+    ideals: dict[str, tuple[Assignment, float]],
+) -> bool:
+    """Step 5's exchanges; whether any was made."""
     by_key = {demand.key: demand for demand in problem.demands}
-    unplaced = [
-        demand
-        for demand in problem.demands
-        if demand.key in ideals and demand.key not in ledger.solution
-    ]
+    targets: dict[str, list[Assignment]] = {}
+    hoped: dict[str, float] = {}
+    for key in ledger.owners:
+        wanted = [*prices.support.get(key, ()), *([ideals[key]] if key in ideals else [])]
+        if wanted:
+            targets[key] = list(dict.fromkeys(option for option, _ in wanted))[:_TARGETS]
+            hoped[key] = min(value for _, value in wanted)
+    values = ledger.values()
+    losses = {
+        key: float(values[ledger.owners[key]]) - hoped[key] if key in ledger.solution else np.inf
+        for key in targets
+    }
     harmed = sorted(
         (
-            demand
-            for demand in problem.demands
-            if demand.key in ledger.solution
-            and demand.key in ideals  # none when it can only keep its place on a cordoned site
-            and _loss(problem, ledger, demand, ideals)
-            > _WORTH_EXCHANGING * problem.value(demand, ideals[demand.key])
+            by_key[key]
+            for key, loss in losses.items()
+            if loss > _WORTH_EXCHANGING * max(hoped[key], 1e-9)
         ),
-        key=lambda demand: (-_loss(problem, ledger, demand, ideals), demand.rank),
-    )
-    for demand in [*unplaced, *harmed]:
-        wanted = {int(demand.pool[option]) for option, _ in ideals[demand.key]}
-        partners = sorted(
-            {key for pool in wanted for key in ledger.holders[pool]} - {demand.key},
-            key=lambda key: (-len(by_key[key].by_site), by_key[key].rank),
-        )
-        for key in partners[:_PARTNERS]:
-            if demand.key in ledger.solution and _loss(problem, ledger, demand, ideals) == 0:
-                break
-            attempt = (demand.key, ledger.solution.get(demand.key), key, ledger.solution[key])
-            if attempt in ledger.failed:
-                continue
-            if _try_exchange(problem, ledger, demand, by_key[key]):
+        key=lambda demand: (-losses[demand.key], demand.rank),
+    )[:_HARMED]
+    exchanged = False
+    for demand in harmed:
+        for target in targets[demand.key]:
+            if _try_exchange(problem, ledger, demand, target, by_key):
                 exchanged = True
                 break
-            ledger.failed.add(attempt)
     return exchanged
 
 
-def _loss(
-    problem: Problem, ledger: _Ledger, demand: Demand, ideals: dict[str, Assignment]
-) -> float:
-    """How much worse the placed ``demand`` is than on an empty world (its ideal); 0 if not."""
-    ideal, held = ideals.get(demand.key), ledger.solution[demand.key]
-    if ideal is None or not _better(problem.value(demand, ideal), problem.value(demand, held)):
-        return 0.0
-    return problem.value(demand, held) - problem.value(demand, ideal)
-
-
-def _try_exchange(problem: Problem, ledger: _Ledger, harmed: Demand, partner: Demand) -> bool:
-    """Re-place ``harmed`` then ``partner``; keep that if both fit and it pays.
-
-    It pays when ``harmed`` was unplaced, or when their objectives together drop.
-    """
-    old = {harmed.key: ledger.release(harmed), partner.key: ledger.release(partner)}
-    before = sum(
-        problem.value(demand, assignment)
-        for demand, assignment in ((harmed, old[harmed.key]), (partner, old[partner.key]))
-        if assignment is not None
-    )
-    first = ledger.take_best(harmed)
-    second = _best_or_back(problem, ledger, partner, old[partner.key]) if first else None
-    if (
-        first is not None
-        and second is not None
-        and (
-            old[harmed.key] is None
-            or _better(problem.value(harmed, first) + problem.value(partner, second), before)
+def _try_exchange(
+    problem: Problem,
+    ledger: _Ledger,
+    harmed: Demand,
+    target: Assignment,
+    by_key: dict[str, Demand],
+) -> bool:
+    """Move ``harmed`` to ``target``, and the deployments in its way (a few, the most flexible
+    first) to their best placements or back where they were; keep that if every one of them is
+    placed and it pays: ``harmed`` was unplaced, or their objectives together drop."""
+    held = ledger.release(harmed)
+    partners: list[Demand] = []
+    for option, replicas in target:
+        pool = int(harmed.pool[option])
+        short = replicas * harmed.gpus - int(ledger.free[pool])
+        holders = sorted(
+            ledger.holders[pool] - {partner.key for partner in partners},
+            key=lambda key: (-len(by_key[key].by_site), by_key[key].rank),
         )
+        for key in holders:
+            if short <= 0:
+                break
+            partner = by_key[key]
+            partners.append(partner)
+            short -= sum(
+                replicas * partner.gpus
+                for option, replicas in ledger.solution[key]
+                if partner.pool[option] == pool
+            )
+    if (
+        not partners
+        or len(partners) > _PARTNERS
+        or not _feasible_after(ledger, harmed, target, partners)
     ):
+        if held is not None:
+            ledger.take(harmed, held)
+        return False
+    old = {partner.key: ledger.release(partner) for partner in partners}
+    before = 0.0 if held is None else problem.value(harmed, held)
+    for partner in partners:
+        previous = old[partner.key]
+        if previous is not None:
+            before += problem.value(partner, previous)
+    ledger.take(harmed, target)
+    after = problem.value(harmed, target)
+    placed = True
+    for partner in sorted(partners, key=lambda partner: partner.rank):
+        previous = old[partner.key]
+        chosen = ledger.best(partner, None)
+        if (
+            previous is not None
+            and ledger.fits(partner, previous)
+            and (
+                chosen is None
+                or not better(problem.value(partner, chosen), problem.value(partner, previous))
+            )
+        ):
+            chosen = previous
+        if chosen is None:
+            placed = False
+            break
+        ledger.take(partner, chosen)
+        after += problem.value(partner, chosen)
+    if placed and (held is None or better(after, before)):
         return True
-    ledger.release(harmed)
-    ledger.release(partner)
-    for demand in (harmed, partner):
-        assignment = old[demand.key]
-        if assignment is not None:
-            ledger.take(demand, assignment)
+    for demand in (harmed, *partners):
+        ledger.release(demand)
+    for partner in partners:
+        previous = old[partner.key]
+        if previous is not None:
+            ledger.take(partner, previous)
+    if held is not None:
+        ledger.take(harmed, held)
     return False
 
 
-def _best_or_back(
-    problem: Problem, ledger: _Ledger, demand: Demand, previous: Assignment | None
-) -> Assignment | None:
-    """Place ``demand`` at its best, or back at ``previous`` if that still fits and is no worse."""
-    chosen = best_assignment(demand, ledger.free)
-    if (
-        previous is not None
-        and ledger.fits(demand, previous)
-        and (
-            chosen is None
-            or not _better(problem.value(demand, chosen), problem.value(demand, previous))
-        )
-    ):
-        chosen = previous
-    if chosen is not None:
-        ledger.take(demand, chosen)
-    return chosen
-
-
-def _settle(
-    problem: Problem, ledger: _Ledger, ideals: dict[str, Assignment], tolls: FloatArray
+def _feasible_after(
+    ledger: _Ledger, harmed: Demand, target: Assignment, partners: list[Demand]
 ) -> bool:
-    """Pass 3; whether anything moved or was placed."""
-    settled = False
-    for demand in problem.demands:
-        if demand.key not in ledger.solution:
-            settled |= bool(demand.options) and _place_new(ledger, demand, tolls)
-            continue
-        if _loss(problem, ledger, demand, ideals) == 0:
-            continue  # as good as on an empty world
-        held = ledger.solution[demand.key]
-        ledger.release(demand)
-        chosen = best_assignment(demand, ledger.free)
-        if chosen is not None and _better(
-            problem.value(demand, chosen), problem.value(demand, held)
-        ):
-            ledger.take(demand, chosen)
-            settled = True
-        else:
-            ledger.take(demand, held)
-    return settled
-
-
-def best_assignment(
-    demand: Demand, free: IntArray, tolls: FloatArray | None = None
-) -> Assignment | None:
-    """The best placement the local search finds on ``free`` GPUs per pool, if any is feasible.
-
-    ``tolls`` (objective per GPU, by pool) are charged on top of the objective while searching.
-    """
-    room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
-    room[demand.keep_only] = 0
-    price = demand.price
-    if tolls is not None:
-        price = price + tolls[demand.pool] * demand.gpus / demand.cost_weight
-    chosen = _search(demand, room, price)
-    if not chosen:
-        return None
-    assignment = _spread(demand, chosen, room, price)
-    return assignment if assignment is not None and demand.admits(assignment) else None
-
-
-def _search(demand: Demand, room: IntArray, price: FloatArray) -> list[int]:
-    usable = np.flatnonzero(room > 0)
-    chosen: list[int] = []
-    score = math.inf
-    for _ in range(_MAX_MOVES):
-        moves = []
-        if len(chosen) < demand.replicas:  # add a pool
-            moves.append(_best_addition(demand, room, price, usable, chosen))
-        # With one pool chosen, a swap would redo the first step, which found the best pool.
-        for index in range(len(chosen) if len(chosen) > 1 else 0):
-            rest = chosen[:index] + chosen[index + 1 :]
-            moves.append(_best_addition(demand, room, price, usable, rest))  # swap one pool
-            if len(rest) >= demand.min_sites:  # drop one pool (fewer sites can only be worse)
-                moves.append((_score_of(demand, room, price, rest), rest))
-        best_score, best_set = min(moves, key=lambda move: move[0], default=(math.inf, chosen))
-        if not _better(best_score, score):
-            break
-        chosen, score = sorted(best_set), best_score
-    return chosen
-
-
-def _best_addition(
-    demand: Demand, room: IntArray, price: FloatArray, usable: IntArray, base: list[int]
-) -> tuple[float, list[int]]:
-    """The best set of ``base`` plus one pool at another site, with its score."""
-    candidates = usable
-    for taken in demand.site[base]:
-        candidates = candidates[demand.site[candidates] != taken]
-    if not candidates.size:
-        return math.inf, base
-    scores = _scores_with(demand, room, price, base, candidates)
-    best = int(np.argmin(scores))
-    return float(scores[best]), [*base, int(candidates[best])]
-
-
-def _score_of(demand: Demand, room: IntArray, price: FloatArray, chosen: list[int]) -> float:
-    return float(_scores_with(demand, room, price, chosen[:-1], np.array(chosen[-1:]))[0])
-
-
-def _scores_with(
-    demand: Demand, room: IntArray, price: FloatArray, base: list[int], candidates: IntArray
-) -> FloatArray:
-    """The score of ``base`` plus each candidate pool, vectorised over the candidates."""
-    sites = len(base) + 1
-    replicas = demand.replicas
-    if sites > replicas:
-        return np.full(candidates.size, math.inf)
-    candidate_price = price[candidates]
-    # Cost: one replica per pool, the rest to the cheapest spare slots of base and candidate.
-    rest = replicas - sites
-    if base:
-        spare = np.sort(np.repeat(price[base], room[base] - 1))
-        cumulative = np.concatenate(([0.0], np.cumsum(spare)))
-        cheaper_in_base = np.minimum(np.searchsorted(spare, candidate_price, side="right"), rest)
-        on_candidate = np.minimum(room[candidates] - 1, rest - cheaper_in_base)
-        on_base = rest - on_candidate
-        shortfall = np.maximum(on_base - spare.size, 0)
-        cost = (
-            price[base].sum()
-            + candidate_price * (1 + on_candidate)
-            + cumulative[np.minimum(on_base, spare.size)]
-        )
-    else:
-        on_candidate = np.minimum(room[candidates] - 1, rest)
-        shortfall = rest - on_candidate
-        cost = candidate_price * (1 + on_candidate)
-    # Latency: each region to its nearest pool; uncovered regions count as infeasible.
-    if demand.weights.size:
-        nearest = (
-            demand.reach[:, base].min(axis=1) if base else np.full(demand.weights.size, np.inf)
-        )
-        trips = np.minimum(nearest[:, None], demand.reach[:, candidates])
-        covered = np.isfinite(trips)
-        uncovered = (~covered).sum(axis=0)
-        latency = demand.weights @ np.where(covered, trips, 0.0)
-    else:
-        uncovered = np.zeros(candidates.size, dtype=np.int64)
-        latency = np.zeros(candidates.size)
-    over_budget = (
-        np.maximum(cost - demand.budget, 0.0) / max(demand.budget, 1e-9)
-        if math.isfinite(demand.budget)
-        else 0.0
+    """Whether ``target`` fits once ``partners`` leave."""
+    freed: defaultdict[int, int] = defaultdict(int)
+    for partner in partners:
+        for option, replicas in ledger.solution[partner.key]:
+            freed[int(partner.pool[option])] += replicas * partner.gpus
+    return all(
+        ledger.free[harmed.pool[option]] + freed[int(harmed.pool[option])] >= replicas * harmed.gpus
+        for option, replicas in target
     )
-    infeasibility = max(demand.min_sites - sites, 0) + uncovered + shortfall + over_budget
-    objective = demand.cost_weight * cost + demand.latency_weight * latency
-    scores: FloatArray = _INFEASIBILITY_WEIGHT * infeasibility + objective
-    return scores
-
-
-def _spread(
-    demand: Demand, chosen: list[int], room: IntArray, price: FloatArray
-) -> Assignment | None:
-    """One replica per chosen pool, the rest on the cheapest pools with room; None if too few."""
-    counts = dict.fromkeys(chosen, 1)
-    rest = demand.replicas - len(chosen)
-    for option in sorted(chosen, key=lambda option: (price[option], option)):
-        extra = min(int(room[option]) - 1, rest)
-        counts[option] += extra
-        rest -= extra
-    if rest:
-        return None
-    return tuple(sorted(counts.items()))
-
-
-def _better(score: float, than: float) -> bool:
-    """Strictly lower, by more than rounding noise."""
-    return score < than - _RELATIVE_TOLERANCE * max(1.0, abs(than) if math.isfinite(than) else 1.0)
