@@ -8,6 +8,8 @@ paths to it side by side in one run:
 - router: client -> ``soberana router`` (one process, uvloop) -> backend
 - nginx:  client -> nginx (one worker, plain reverse proxy with upstream keep-alive) -> backend
   (skipped, saying so, when nginx is not installed: ``apt-get install -y nginx``)
+- baseline, with ``--baseline CHECKOUT``: the router of another soberana checkout, such as the
+  commit before a change (``git worktree add /tmp/before HEAD~1``), the same way
 
 The paths are interleaved in time: round after round, each path in turn gets a slice of
 ``--slice`` seconds (the order rotating every round) until each had ``--seconds`` in all, so a
@@ -28,6 +30,7 @@ survivor. Every phase is bounded in requests and time. Prints; asserts nothing.
 
     python bench/bench_router.py
     python bench/bench_router.py --rate 1000 --seconds 5 --slice 1 --connections 32
+    python bench/bench_router.py --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -315,8 +318,10 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline_s: floa
 
 
 @contextmanager
-def _process(*command: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+def _process(
+    *command: str, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         _wait_for_port(port, process)
         yield process
@@ -338,9 +343,13 @@ def _backend(name: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 @contextmanager
-def _router(backends: dict[str, int], workdir: Path) -> Iterator[tuple[int, int]]:
-    """The router in front of ``backends``, nearest first for clients in region ``bench``."""
-    routes = workdir / "routes.yaml"
+def _router(
+    backends: dict[str, int], workdir: Path, source: Path | None = None
+) -> Iterator[tuple[int, int]]:
+    """The router in front of ``backends``, nearest first for clients in region ``bench``;
+    with ``source``, the router of that soberana checkout instead of this one."""
+    port = _free_port()
+    routes = workdir / f"routes-{port}.yaml"
     routes.write_text(
         yaml.safe_dump(
             {
@@ -357,10 +366,17 @@ def _router(backends: dict[str, int], workdir: Path) -> Iterator[tuple[int, int]
             }
         )
     )
-    port = _free_port()
+    env = None
+    if source is not None:  # its packages first on the path, ahead of the editable install's
+        tree = workdir / "baseline" / "soberana"
+        tree.mkdir(parents=True, exist_ok=True)
+        for package in ("operator", "serving"):
+            (tree / package).unlink(missing_ok=True)
+            (tree / package).symlink_to(source.resolve() / package)
+        env = {**os.environ, "PYTHONPATH": str(tree.parent)}
     command = [sys.executable, "-m", "soberana.operator.cli", "router", "--routes", str(routes),
                "--port", str(port), "--region", "bench"]  # fmt: skip
-    with _process(*command, port=port) as process:
+    with _process(*command, port=port, env=env) as process:
         yield port, process.pid
 
 
@@ -443,17 +459,20 @@ class PathResult:
         )
 
 
-def _overhead(options: argparse.Namespace, workdir: Path) -> list[PathResult]:
+def _overhead(options: argparse.Namespace, workdir: Path) -> None:
     path = MODEL_PATH + "/v1/chat/completions"
-    with (
-        _backend("site") as (backend, _),
-        _router({"site": backend}, workdir) as (router, router_pid),
-        _nginx(backend, workdir) as nginx,
-    ):
+    with ExitStack() as stack:
+        backend, _ = stack.enter_context(_backend("site"))
+        router, router_pid = stack.enter_context(_router({"site": backend}, workdir))
+        nginx = stack.enter_context(_nginx(backend, workdir))
         targets = [
             Target("direct", backend, path),
             Target("router", router, "/v1/chat/completions", router_pid),
         ]
+        if options.baseline is not None:
+            baseline = _router({"site": backend}, workdir, options.baseline)
+            port, pid = stack.enter_context(baseline)
+            targets.append(Target("baseline", port, "/v1/chat/completions", pid))
         if nginx is None:
             print("nginx: not installed, skipped (apt-get install -y nginx)")
         else:
@@ -484,16 +503,14 @@ def _overhead(options: argparse.Namespace, workdir: Path) -> list[PathResult]:
             f"{result.p50_ms - direct.p50_ms:8.3f} {result.p99_ms - direct.p99_ms:8.3f} "
             f"{result.lag_p99_ms:8.3f} {result.rps:8.0f} {result.failed:7d} {cpu:>17}"
         )
-    by_name = {result.name: result for result in results}
-    if "nginx" in by_name:
-        routed, proxied = by_name["router"], by_name["nginx"]
-        added = [(r.p50_ms - direct.p50_ms, r.p99_ms - direct.p99_ms) for r in (routed, proxied)]
+    routed = results[1]
+    for other in results[2:]:
+        added = [(r.p50_ms - direct.p50_ms, r.p99_ms - direct.p99_ms) for r in (routed, other)]
         print(
-            f"router/nginx: throughput {routed.rps / proxied.rps:.2f}x; added latency, router vs "
-            f"nginx: p50 {added[0][0]:.3f} vs {added[1][0]:.3f} ms, "
+            f"router/{other.name}: throughput {routed.rps / other.rps:.2f}x; added latency, "
+            f"router vs {other.name}: p50 {added[0][0]:.3f} vs {added[1][0]:.3f} ms, "
             f"p99 {added[0][1]:.3f} vs {added[1][1]:.3f} ms"
         )
-    return results
 
 
 def _failover(options: argparse.Namespace, workdir: Path) -> None:
@@ -550,6 +567,13 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=1.0, help="seconds a path runs in turn")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--failover-rate", type=float, default=500.0)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure the router of another soberana checkout (its root folder), as path "
+        "'baseline': before and after a change, side by side in one run",
+    )
     options = parser.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before: {_load_average()}")
