@@ -299,8 +299,10 @@ class _Endpoints:
             restrictions.append(
                 Restriction(caller.residency, f"the API key of tenant {caller.tenant}")
             )
-        region = request.headers.get(_REGION, self.router.settings.region)
-        if region is not None and not REGION_ID.match(region):
+        region = request.headers.get(_REGION)
+        if region is None:
+            region = self.router.settings.region  # soberana router checks its --region
+        elif not REGION_ID.match(region):
             raise _RefusedError(
                 error_response(
                     400,

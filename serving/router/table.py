@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -67,7 +68,7 @@ class ModelRoute:
     residency: Residency
     replicas: tuple[Replicas, ...]
 
-    @property
+    @cached_property
     def path_prefix(self) -> str:
         """Where the model is served under each site's Serve URL: ``/<namespace>/<name>``."""
         namespace, _, name = self.key.partition("/")
