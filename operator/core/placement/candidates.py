@@ -13,8 +13,9 @@ replicas; then one replica goes to each pool and the rest to the cheapest pools 
 value is its objective plus the tolls of the GPUs it takes, counting the latency of the core alone
 (a completing pool can only shorten it); :meth:`Candidates.objective` is exact.
 
-The value of a row is never lower with tolls or with less room than on empty pools without tolls,
-so rows that cannot beat a bound there need not be scored again.
+Tolls and less room only make a row dearer (but for corner cases where small pools change how
+replicas spill), so the solver scores again only the rows whose value on empty pools without tolls
+could beat what it has.
 """
 
 from __future__ import annotations

@@ -1,28 +1,45 @@
-"""The ``fast`` solver: prices from a linear relaxation, then a greedy in contention order.
+"""The ``fast`` solver: prices from a linear relaxation, then greedy placement and local repair.
 
 1. Candidates. Every deployment's plausible placements become rows of one table, scored in bulk
    with numpy (:mod:`~soberana.operator.core.placement.candidates`).
-2. Seed. In contention order, batch by batch, each deployment takes the first of its best rows
-   that still fits: a feasible solution, quickly, for the relaxation to start from.
-3. Prices. Column generation over the table prices each GPU pool by what the capacity is worth:
-   the duals (*tolls*) of the master LP, whose solution is mostly whole (see
-   :mod:`~soberana.operator.core.placement.relaxation`).
+2. Seed. In contention order, each deployment takes the first of its best rows that still fits
+   (rows rescored on the free GPUs batch by batch when none does): a feasible solution, quickly,
+   for the relaxation to start from.
+3. Prices. Column generation over the table solves the LP relaxation of the whole problem (see
+   :mod:`~soberana.operator.core.placement.relaxation`): a price per GPU of each pool (*toll*),
+   what its capacity is worth, and, per deployment, the placements the LP mixes. The LP is
+   nearly integral: most deployments get one placement whole.
 4. Placement, in contention order. Running deployments whose placement is still compliant reserve
    it first, and each moves only when the alternative beats it by more than the stability
-   penalty. Deployments the LP splits between placements take the heaviest of those that fits,
-   then those it places whole take that placement if it fits, then every one left takes its best
-   placement under the tolls on what is free, so that those with little to lose leave contested
-   pools to those that need them. A deployment whose table rows all fail is searched for one by
-   one (:mod:`~soberana.operator.core.placement.search`).
-5. Improvement. Each deployment moves into free GPUs when that is better for it (all are scored
-   at once, moves made best gain first, until none is left). Then the deployments still unplaced,
-   and those placed more than 10 % worse than they hoped for (their best LP placement or their
-   best on empty pools), most harmed first, try to take that placement by moving a deployment
-   out of the way, the most flexible first: the exchange stays only if both are placed and,
-   unless the harmed one was unplaced, their objectives together drop.
+   penalty. Then the deployments the LP splits take the heaviest of its placements that fits,
+   and those it places whole take theirs if it fits, or the other way round (both orders are
+   tried, see below). Every deployment left takes its best placement under the tolls on what is
+   free, so that those with little to lose leave contested pools to those that need them. A
+   deployment whose table rows all fail is searched for one by one
+   (:mod:`~soberana.operator.core.placement.search`).
+5. Repair. Each deployment moves into free GPUs when that is better for it: all are scored at
+   once, the moves made best gain first, over and over until none is left. Then the deployments
+   still unplaced, and those placed more than 10 % worse than they hoped for (the best of their
+   LP placements and their best on empty pools), most harmed first, try to take such a placement
+   by moving the deployments in its way (a few, the most flexible first) to their best placements
+   elsewhere: that stays only if every one of them is placed and, unless the harmed one was
+   unplaced, their objectives together drop. The moves into free GPUs follow once more.
 
-No step unplaces a deployment an earlier one placed. On the benchmark world (1,000 deployments,
-100 sites, 85 % of the GPUs wanted) the result is within about 1 % of the MILP's best.
+Steps 4 and 5 run for both orders of step 4; the solution that places more deployments, or the
+same with the lower objective, wins.
+
+6. Rearrangement. For the 16 most harmed deployments (as in step 5), each with the deployments
+   holding the pools it hoped for (up to 32 in all, earliest in contention order first), HiGHS's
+   MILP chooses again among their columns of step 3 and where they are now, within the GPUs the
+   others leave free (:func:`~soberana.operator.core.placement.relaxation.rearrange`). The new
+   choice stays if it unplaces none of them and places more, or lowers their objective; the moves
+   into free GPUs of step 5 follow.
+
+No step unplaces a deployment an earlier one placed. All of it is deterministic: HiGHS too (its
+MILP runs to a node limit, never a time limit).
+
+On the benchmark world (1,000 deployments over 100 sites wanting 85 % of the GPUs) the result is
+within about 1 % of the MILP's best solution; on small, crowded worlds a few % (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from soberana.operator.core.placement.problem import (
     Problem,
     Solution,
 )
-from soberana.operator.core.placement.relaxation import Prices, relax
+from soberana.operator.core.placement.relaxation import Prices, rearrange, relax
 from soberana.operator.core.placement.search import best_assignment, better
 
 _FIRST_COLUMNS = 5  # each deployment's best rows on empty pools that start the relaxation
@@ -49,11 +66,13 @@ _BATCH = 32  # deployments scored together in the greedy passes
 _FIT_ROWS = 8  # rows per deployment tried in a batch before it is scored alone
 _SHORTLIST = 24  # the seed's retries score each deployment's best rows on empty pools only
 _SEED_ROUNDS = 2
-_SETTLE_ROUNDS = 3
+_SETTLE_ROUNDS = 8
 _WORTH_EXCHANGING = 0.1
-_HARMED = 64
+_HARMED = 32
 _TARGETS = 2
 _PARTNERS = 4
+_GROUPS = 16  # groups rearranged by MILP
+_GROUP = 32  # deployments in a group
 
 
 def solve_fast(problem: Problem) -> Solution:
@@ -76,7 +95,14 @@ def solve_fast(problem: Problem) -> Solution:
         if _exchange(problem, ledger, prices, ideals):
             _settle(ledger, floor)
         results.append(ledger.solution)
-    return min(results, key=lambda solution: (-len(solution), problem.score(solution)))
+    best = min(results, key=lambda solution: (-len(solution), problem.score(solution)))
+    ledger = _Ledger(problem, table, penalties)
+    for demand in problem.demands:
+        if demand.key in best:
+            ledger.take(demand, best[demand.key])
+    if _rearrange(problem, ledger, prices, ideals):
+        _settle(ledger, floor)
+    return ledger.solution
 
 
 class _Ledger:
@@ -322,13 +348,15 @@ def _ideals(
     }
 
 
-def _exchange(
+def _harmed(
     problem: Problem,
     ledger: _Ledger,
     prices: Prices,
     ideals: dict[str, tuple[Assignment, float]],
-) -> bool:
-    """Step 5's exchanges; whether any was made."""
+) -> tuple[list[Demand], dict[str, list[Assignment]]]:
+    """The deployments still unplaced in contention order, then those placed more than 10 %
+    worse than they hoped for, most harmed first; and what each hopes for, best first: its LP
+    placements and its best on empty pools."""
     by_key = {demand.key: demand for demand in problem.demands}
     targets: dict[str, list[Assignment]] = {}
     hoped: dict[str, float] = {}
@@ -349,7 +377,19 @@ def _exchange(
             if loss > _WORTH_EXCHANGING * max(hoped[key], 1e-9)
         ),
         key=lambda demand: (-losses[demand.key], demand.rank),
-    )[:_HARMED]
+    )
+    return harmed[:_HARMED], targets
+
+
+def _exchange(
+    problem: Problem,
+    ledger: _Ledger,
+    prices: Prices,
+    ideals: dict[str, tuple[Assignment, float]],
+) -> bool:
+    """Step 5's exchanges; whether any was made."""
+    by_key = {demand.key: demand for demand in problem.demands}
+    harmed, targets = _harmed(problem, ledger, prices, ideals)
     exchanged = False
     for demand in harmed:
         for target in targets[demand.key]:
@@ -357,6 +397,56 @@ def _exchange(
                 exchanged = True
                 break
     return exchanged
+
+
+def _rearrange(
+    problem: Problem,
+    ledger: _Ledger,
+    prices: Prices,
+    ideals: dict[str, tuple[Assignment, float]],
+) -> bool:
+    """Step 6; whether any group was rearranged."""
+    table = ledger.table
+    prices.columns.add_assignments(
+        [(ledger.owners[key], assignment) for key, assignment in ledger.solution.items()]
+    )
+    by_key = {demand.key: demand for demand in problem.demands}
+    harmed, targets = _harmed(problem, ledger, prices, ideals)
+    done: set[str] = set()
+    improved = False
+    for demand in harmed[:_GROUPS]:
+        if demand.key in done:
+            continue
+        pools = {int(demand.pool[option]) for target in targets[demand.key] for option, _ in target}
+        others = sorted(
+            {key for pool in pools for key in ledger.holders[pool]} - {demand.key},
+            key=lambda key: by_key[key].rank,
+        )
+        group = [demand, *(by_key[key] for key in others[: _GROUP - 1])]
+        done.update(member.key for member in group)
+        held = {member.key: ledger.release(member) for member in group}
+        before = sum(
+            problem.value(member, assignment)
+            for member in group
+            if (assignment := held[member.key]) is not None
+        )
+        owners = np.sort([ledger.owners[member.key] for member in group])
+        chosen = rearrange(prices, owners, ledger.free) or []
+        placed = {table.demands[owner].key for owner, _ in chosen}
+        after = sum(problem.value(table.demands[owner], assignment) for owner, assignment in chosen)
+        if placed >= {key for key, assignment in held.items() if assignment is not None} and (
+            len(placed) > sum(assignment is not None for assignment in held.values())
+            or better(after, before)
+        ):
+            for owner, assignment in chosen:
+                ledger.take(table.demands[owner], assignment)
+            improved = True
+            continue
+        for member in group:
+            assignment = held[member.key]
+            if assignment is not None:
+                ledger.take(member, assignment)
+    return improved
 
 
 def _try_exchange(
