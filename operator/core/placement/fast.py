@@ -12,10 +12,11 @@
 4. Placement, in contention order. Running deployments whose placement is still compliant reserve
    it first, and each moves only when the alternative beats it by more than the stability
    penalty. Then the deployments the LP splits take the heaviest of its placements that fits,
-   and those it places whole take theirs if it fits, or the other way round (both orders are
-   tried, see below). Every deployment left takes its best placement under the tolls on what is
-   free, so that those with little to lose leave contested pools to those that need them. A
-   deployment whose table rows all fail is searched for one by one
+   and those it places whole take theirs if it fits, or the other way round: both orders are
+   tried, each followed by step 5's first moves, and the result that places more deployments, or
+   the same with the lower objective, goes on. Every deployment left takes its best placement
+   under the tolls on what is free, so that those with little to lose leave contested pools to
+   those that need them. A deployment whose table rows all fail is searched for one by one
    (:mod:`~soberana.operator.core.placement.search`).
 5. Repair. Each deployment moves into free GPUs when that is better for it: all are scored at
    once, the moves made best gain first, over and over until none is left. Then the deployments
@@ -24,9 +25,6 @@
    by moving the deployments in its way (a few, the most flexible first) to their best placements
    elsewhere: that stays only if every one of them is placed and, unless the harmed one was
    unplaced, their objectives together drop. The moves into free GPUs follow once more.
-
-Steps 4 and 5 run for both orders of step 4; the solution that places more deployments, or the
-same with the lower objective, wins.
 
 6. Rearrangement. For the 16 most harmed deployments (as in step 5), each with the deployments
    holding the pools it hoped for (up to 32 in all, earliest in contention order first), HiGHS's
@@ -87,19 +85,17 @@ def solve_fast(problem: Problem) -> Solution:
     prices = relax(problem, table, penalties, seed, scored, first[:, :_FIRST_COLUMNS])
     floor = scored.value + penalties[table.row_owner]
     ideals = _ideals(table, scored, first[:, 0], penalties)
-    results = []
+    ledgers = []
     for whole_first in (False, True):
         ledger = _Ledger(problem, table, penalties)
         _place(problem, ledger, prices, whole_first=whole_first)
         _settle(ledger, floor)
-        if _exchange(problem, ledger, prices, ideals):
-            _settle(ledger, floor)
-        results.append(ledger.solution)
-    best = min(results, key=lambda solution: (-len(solution), problem.score(solution)))
-    ledger = _Ledger(problem, table, penalties)
-    for demand in problem.demands:
-        if demand.key in best:
-            ledger.take(demand, best[demand.key])
+        ledgers.append(ledger)
+    ledger = min(
+        ledgers, key=lambda ledger: (-len(ledger.solution), problem.score(ledger.solution))
+    )
+    if _exchange(problem, ledger, prices, ideals):
+        _settle(ledger, floor)
     if _rearrange(problem, ledger, prices, ideals):
         _settle(ledger, floor)
     return ledger.solution
