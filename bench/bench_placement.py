@@ -3,8 +3,10 @@
 The default world has 1,000 deployments over 100 sites in 10 jurisdictions and 20 user regions,
 with site capacity scaled so the deployments' GPU demand is about 85 % of it. Deployments mix
 residency, latency SLOs, budgets, GPU model and memory needs, minSites and all three strategies.
-Prints both solvers' times, how many deployments each placed and the objective gap, side by side;
-asserts nothing (these are measurements, not tests).
+Prints both solvers' times (wall and CPU), how many deployments each placed and the objective gap,
+side by side, and where ``fast``'s time goes: building the problem (screening every deployment
+against every site), the solver itself, and the plan with its explanations. Asserts nothing
+(these are measurements, not tests).
 
     python bench/bench_placement.py                       # the full comparison
     python bench/bench_placement.py --deployments 200 --sites 40 --time-limit 60
@@ -23,6 +25,7 @@ from typing import Any
 
 from soberana.operator.core.api import InferenceSiteSpec, ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment, PlacementOptions, Plan, Site, World, place
+from soberana.operator.core.placement.fast import solve_fast
 from soberana.operator.core.placement.problem import build_problem
 
 # (jurisdiction, market): deployments of one market keep their traffic and residency inside it
@@ -198,6 +201,18 @@ def _common_objective(world: World, options: PlacementOptions, run: _Run, keys: 
     return total
 
 
+def _fast_parts(world: World, options: PlacementOptions) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of building the problem and of the fast solver alone."""
+    parts = {}
+    started, cpu_started = time.perf_counter(), time.process_time()
+    problem = build_problem(world, {}, options)
+    parts["problem build"] = (time.perf_counter() - started, time.process_time() - cpu_started)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    solve_fast(problem)
+    parts["fast solver alone"] = (time.perf_counter() - started, time.process_time() - cpu_started)
+    return parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, default=1000)
@@ -213,7 +228,8 @@ def main() -> None:
     capacity = sum(site.spec.gpus_total for site in world.sites)
     demand = sum(d.spec.reserved_replicas * d.spec.resources.gpus for d in world.deployments)
     print(
-        f"machine: {platform.machine()}, python {platform.python_version()}, {os.cpu_count()} CPUs"
+        f"machine: {platform.machine()}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(
         f"world: {len(world.deployments)} deployments x {len(world.sites)} sites, "
@@ -242,6 +258,15 @@ def main() -> None:
     }
     for label, values in rows.items():
         print(f"{label:24}" + "".join(f"{value:>14}" for value in values))
+    parts = _fast_parts(world, options)
+    parts["plan (the rest)"] = (
+        fast.seconds - sum(wall for wall, _ in parts.values()),
+        fast.cpu_seconds - sum(cpu for _, cpu in parts.values()),
+    )
+    print("\nfast by parts, measured again (wall / CPU s; the rest is place()'s time minus them):")
+    for label, (wall, cpu) in parts.items():
+        print(f"  {label:22}{wall:8.2f}{cpu:8.2f}")
+    print(f"load average now {os.getloadavg()[0]:.2f}")
     if "optimal" in runs:
         common = fast.placed & runs["optimal"].placed
         fast_value = _common_objective(world, options, fast, common)

@@ -56,7 +56,7 @@ _PRICED_ROWS = 2
 _ROUNDS = 8
 """The most rounds of pricing."""
 
-_CONVERGED = 0.005
+_CONVERGED = 0.01
 """Pricing stops when the new columns could lower the LP by at most this fraction."""
 """Rows per deployment that may join the columns in each round."""
 
