@@ -348,7 +348,10 @@ def _cores(
     for region in range(trips.shape[1]):
         reach = np.where(options.usable & (region < region_count[owner]), trips[:, region], np.inf)
         weight = options.latency_weight[owner] * options.weights[owner, region]
-        served = np.where(np.isfinite(reach), options.unit + weight * reach, np.inf)
+        reachable = np.isfinite(reach)
+        served = np.where(
+            reachable, options.unit + weight * np.where(reachable, reach, 0.0), np.inf
+        )
         for key in (reach, served):
             rank = np.minimum(rank, _ranked_within(owner, key))
     for size, nearest in _NEAREST.items():
