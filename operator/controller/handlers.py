@@ -54,6 +54,9 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
         )
         settings.posting.level = logging.WARNING  # Kopf's own chatter stays in the logs
         settings.watching.server_timeout = 300
+        # an idle per-object worker holds the last body it saw: let it go before the plan that
+        # follows a burst (the debounce) rather than 5 s later, in the middle of that plan
+        settings.queueing.idle_timeout = 0.25
         api = ApiClient(await load_configuration(kubeconfig))
         memo["api"] = api
         secrets = SecretReader(api, config.secrets_namespace)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -184,7 +185,9 @@ class Reconciler:
             result = ReconcileResult(plan=self.last_result.plan, invalid=self.last_result.invalid)
             await self._sync_finalizers(raw_deployments, self._agents(), limit, result)
             return result
-        self._last_inputs = inputs
+        # what the last pass held goes before planning, which is the memory peak of a pass
+        self.last_result = None
+        self._forget_visible_writes(raw_sites, raw_deployments)
         deleting = {
             _key(raw) for raw in raw_deployments if raw["metadata"].get("deletionTimestamp")
         }
@@ -233,11 +236,8 @@ class Reconciler:
         # finalizers first: their patches are guarded by the resourceVersion a status write bumps
         await self._sync_finalizers(raw_deployments, agents, limit, result)
         await _bounded(jobs, limit)
-        present = {f"{SITES}/{_key(raw)}" for raw in raw_sites}
-        present |= {f"{DEPLOYMENTS}/{key}" for key in alive}
-        for gone in self._written.keys() - present:
-            del self._written[gone]
         self.last_result = result
+        self._last_inputs = inputs  # only now: a pass that failed is not skipped when retried
         placed = sum(1 for decision in plan.deployments.values() if decision.placed)
         log.info(
             "reconciled: %d/%d deployments placed, %d status writes, %d events, %d invalid, "
@@ -252,19 +252,27 @@ class Reconciler:
         return result
 
     def _inputs(self, raw_sites: list[RawObject], raw_deployments: list[RawObject]) -> list[Any]:
-        """Everything a pass reads, to skip passes that could not change anything."""
-        objects = [
-            (
+        """Everything a pass reads, to skip passes that could not change anything.
+
+        The objects are kept as a digest: their statuses hold every explanation, and a copy of
+        them all would stay in memory between passes.
+        """
+        digest = hashlib.sha256()
+        for raw in [*raw_sites, *raw_deployments]:
+            metadata = raw["metadata"]
+            seen = [
                 _key(raw),
-                raw["metadata"].get("generation"),
-                json.dumps(raw["metadata"].get("labels"), sort_keys=True),
-                raw["metadata"].get("deletionTimestamp"),
-                json.dumps(raw.get("status"), sort_keys=True, default=str),
-            )
-            for raw in [*raw_sites, *raw_deployments]
-        ]
+                metadata.get("generation"),
+                metadata.get("labels"),
+                metadata.get("deletionTimestamp"),
+                raw.get("status"),
+            ]
+            digest.update(json.dumps(seen, sort_keys=True, default=str).encode())
         agents = self._agents()
-        return [objects, [(name, agent.health()) for name, agent in sorted(agents.items())]]
+        return [
+            digest.digest(),
+            [(name, agent.health()) for name, agent in sorted(agents.items())],
+        ]
 
     async def stop(self) -> None:
         if self.fleet is not None:
@@ -347,6 +355,18 @@ class Reconciler:
             result.finalizer_writes += 1
 
     # ------------------------------------------------------------------ writes
+
+    def _forget_visible_writes(
+        self, raw_sites: Iterable[RawObject], raw_deployments: Iterable[RawObject]
+    ) -> None:
+        """Drop the statuses we wrote that the index now shows, or that are too old to trust."""
+        stored = {f"{SITES}/{_key(raw)}": raw for raw in raw_sites}
+        stored |= {f"{DEPLOYMENTS}/{_key(raw)}": raw for raw in raw_deployments}
+        now = time.monotonic()
+        for name, (status, when) in list(self._written.items()):
+            raw = stored.get(name)
+            if raw is None or raw.get("status") == status or now - when > _WRITE_VISIBILITY_S:
+                del self._written[name]
 
     def _previous(self, plural: str, key: str, stored: dict[str, Any]) -> dict[str, Any]:
         """The status to compare with: the index's, unless we wrote one it does not show yet."""

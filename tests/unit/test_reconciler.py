@@ -154,6 +154,37 @@ async def test_lagging_watch_does_not_cause_rewrites() -> None:
     assert len(writer.patches) == first
 
 
+async def test_a_failed_pass_is_done_again_not_skipped() -> None:
+    class FailingWhenAsked(RecordingWriter):
+        fail_next = False
+
+        async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> bool:
+            if self.fail_next:
+                self.fail_next = False
+                raise ConnectionError("the API server went away")
+            return await super().patch_status(ref, patch)
+
+    writer = FailingWhenAsked()
+    br, chat = site("br1", "BR"), deployment("chat", ["BR"])
+    rec = reconciler(writer)
+    rec.attach(index(br), index(chat))
+    await rec.reconcile_once()
+    apply(writer.patches, [br, chat])
+    writer.patches.clear()
+
+    chat["metadata"]["generation"] = 2
+    writer.fail_next = True
+    with pytest.raises(ConnectionError):
+        await rec.reconcile_once()
+    assert "chat" not in {name for name, _ in writer.patches}
+    result = await rec.reconcile_once()  # the same inputs again: a retry, which must write
+    assert result.status_writes >= 1
+    assert ("chat", {"observedGeneration": 2}) in [
+        (name, {"observedGeneration": patch.get("observedGeneration")})
+        for name, patch in writer.patches
+    ]
+
+
 async def test_unplaceable_gets_a_warning_with_a_reason() -> None:
     writer = RecordingWriter()
     rec = reconciler(writer)
