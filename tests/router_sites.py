@@ -161,13 +161,6 @@ async def running_router(
         yield f"http://127.0.0.1:{server.port}"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def _main(port: int, name: str) -> None:
     async with serving(FakeSite(name).app(), port):
         print("serving", flush=True)

@@ -110,11 +110,23 @@ def _start_ticks(pid: int) -> int:
     return int(fields[19])
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port, never one this process was given before.
+
+    The kernel may hand the same ephemeral port to two ``bind(0)`` calls in a row once the first
+    socket is closed, and a caller choosing several ports for one program (Ray takes ten) would
+    then give two components the same one.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _die_with_parent() -> None:

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.router_sites import free_port
+from soberana.operator.devenv.controlplane import free_port
 
 MODEL = "ml/chat"
 WORKERS = 16

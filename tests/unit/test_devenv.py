@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from soberana.operator.devenv import binaries
-from soberana.operator.devenv.controlplane import wait_for
+from soberana.operator.devenv.controlplane import free_port, wait_for
 from soberana.operator.devenv.pki import ensure_pki
 
 KUBERNETES_MOD = """
@@ -90,3 +90,8 @@ def test_pki_is_reused(tmp_path: Path) -> None:
 def test_wait_for_names_what_it_waited_for() -> None:
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_for(lambda: False, timeout=0.05, interval=0.01, what="the impossible")
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

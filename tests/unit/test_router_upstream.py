@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from soberana.operator.devenv.controlplane import free_port
 from soberana.serving.router.upstream import UpstreamError, Upstreams
-from tests.router_sites import free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
