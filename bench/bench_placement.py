@@ -191,7 +191,8 @@ def _common_objective(world: World, options: PlacementOptions, run: _Run, keys: 
     total = 0.0
     for key in keys:
         demand = demands[key]
-        index = {(o.site, o.gpu_model): number for number, o in enumerate(demand.options)}
+        pools = (problem.pools[pool] for pool in demand.pool.tolist())
+        index = {(pool.site, pool.gpu_model): number for number, pool in enumerate(pools)}
         assignment = tuple(
             sorted(
                 (index[(p.site, p.gpu_model)], p.replicas)

@@ -446,3 +446,11 @@ def latam_like() -> World:
             deployment("tight", replicas=2, budget={"maxHourlyCost": 1.0}),
         ],
     )
+
+
+def test_optimal_keeps_a_running_placement_on_one_pool_of_a_cordoned_site() -> None:
+    cordoned = site("old", gpus=[("L4", 1, 24, 1.0), ("A100", 1, 80, 3.0)], cordoned=True)
+    running = {"ml/chat": (Allocation(site="old", gpu_model="L4", replicas=1),)}
+    for solver in ("fast", "optimal"):
+        plan = place(world([cordoned], [deployment("chat", replicas=1)]), running, solver=solver)
+        assert plan.deployments["ml/chat"].change is Change.UNCHANGED, solver

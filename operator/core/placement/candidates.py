@@ -24,17 +24,9 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from soberana.operator.core.placement.problem import (
-    Assignment,
-    Demand,
-    FloatArray,
-    IntArray,
-    Problem,
-)
-
-BoolArray = npt.NDArray[np.bool_]
+from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray
+from soberana.operator.core.placement.problem import Assignment, Demand, Problem
 
 CORE = 3
 """The most pools in a core."""
@@ -266,8 +258,8 @@ def _spread(
 
 def build(problem: Problem) -> Candidates:
     """The table of every deployment of ``problem`` that has options."""
-    demands = tuple(demand for demand in problem.demands if demand.options)
-    sizes = np.array([len(demand.options) for demand in demands], dtype=np.int64)
+    demands = tuple(demand for demand in problem.demands if demand.pool.size)
+    sizes = np.array([demand.pool.size for demand in demands], dtype=np.int64)
     option_start = np.concatenate(([0], np.cumsum(sizes)))
     owner = np.repeat(np.arange(len(demands)), sizes)
     regions = max((demand.weights.size for demand in demands), default=0)

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from soberana.operator.core.placement.explain import explain_placed, explain_unplaced
+from soberana.operator.core.placement.explain import Explainer
 from soberana.operator.core.placement.fast import solve_fast
 from soberana.operator.core.placement.optimal import solve_optimal
 from soberana.operator.core.placement.options import PlacementOptions
@@ -72,12 +72,13 @@ def _improves(problem: Problem, candidate: Solution, incumbent: Solution) -> boo
 
 def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver) -> Plan:
     used = problem.gpus_used(solution)
+    explainer = Explainer(problem)
     deployments: dict[str, DeploymentPlan] = {}
     for demand in sorted(problem.demands, key=lambda demand: demand.key):
         assignment = solution.get(demand.key)
         previous = tuple(current.get(demand.key, ()))
         if assignment is None:
-            reason, rejected = explain_unplaced(problem, demand, problem.capacity - used)
+            reason, rejected = explainer.unplaced(demand, problem.capacity - used)
             deployments[demand.key] = DeploymentPlan(
                 key=demand.key,
                 placements=(),
@@ -89,12 +90,12 @@ def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver
         free = problem.capacity - used
         for option, replicas in assignment:
             free[demand.pool[option]] += replicas * demand.gpus
-        placements = _placements(demand, assignment)
+        placements = _placements(problem, demand, assignment)
         deployments[demand.key] = DeploymentPlan(
             key=demand.key,
             placements=placements,
             reason=None,
-            rejected=explain_placed(problem, demand, assignment, free),
+            rejected=explainer.placed(demand, assignment, free),
             change=_change(previous, placements),
         )
     return Plan(
@@ -106,12 +107,14 @@ def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver
     )
 
 
-def _placements(demand: Demand, assignment: Assignment) -> tuple[SitePlacement, ...]:
+def _placements(
+    problem: Problem, demand: Demand, assignment: Assignment
+) -> tuple[SitePlacement, ...]:
     served = demand.regions_served(assignment)
     placements = [
         SitePlacement(
-            site=demand.options[option].site,
-            gpu_model=demand.options[option].gpu_model,
+            site=problem.pools[demand.pool[option]].site,
+            gpu_model=problem.pools[demand.pool[option]].gpu_model,
             replicas=replicas,
             hourly_cost=replicas * float(demand.price[option]),
             regions=tuple(served[option]),
@@ -130,23 +133,26 @@ def _change(previous: tuple[Allocation, ...], placements: tuple[SitePlacement, .
 
 
 def _site_usage(problem: Problem, solution: Solution, used: np.ndarray) -> dict[str, SiteUsage]:
-    cost = dict.fromkeys((site.name for site in problem.sites), 0.0)
-    hosted: dict[str, set[str]] = {site.name: set() for site in problem.sites}
+    cost = [0.0] * len(problem.sites)
+    hosted: list[set[str]] = [set() for _ in problem.sites]
     for demand in problem.demands:
         for option, replicas in solution.get(demand.key, ()):
-            name = demand.options[option].site
-            cost[name] += replicas * float(demand.price[option])
-            hosted[name].add(demand.key)
-    usage: dict[str, SiteUsage] = {}
-    for site in problem.sites:
-        pools = [index for index, pool in enumerate(problem.pools) if pool.site == site.name]
-        usage[site.name] = SiteUsage(
-            gpus_allocated=int(used[pools].sum()),
-            gpus_total=int(problem.capacity[pools].sum()),
-            hourly_cost=cost[site.name],
-            deployments=len(hosted[site.name]),
+            site = int(demand.site[option])
+            cost[site] += replicas * float(demand.price[option])
+            hosted[site].add(demand.key)
+    site_of = {site.name: number for number, site in enumerate(problem.sites)}
+    pool_site = np.array([site_of[pool.site] for pool in problem.pools], dtype=np.int64)
+    allocated = np.bincount(pool_site, weights=used, minlength=len(problem.sites))
+    total = np.bincount(pool_site, weights=problem.capacity, minlength=len(problem.sites))
+    return {
+        site.name: SiteUsage(
+            gpus_allocated=int(allocated[number]),
+            gpus_total=int(total[number]),
+            hourly_cost=cost[number],
+            deployments=len(hosted[number]),
         )
-    return usage
+        for number, site in enumerate(problem.sites)
+    }
 
 
 def _warnings(problem: Problem) -> tuple[str, ...]:

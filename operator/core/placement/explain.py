@@ -10,83 +10,147 @@ most combined, so that it names what a person has to change: no site passes a sc
 fewer eligible sites than ``minSites``; the cheapest eligible placement over budget; then the same
 questions over free GPUs only (not enough room, a region without a site with room, too few sites
 with room, over budget on free GPUs); and finally that no combination meets everything at once.
+
+An :class:`Explainer` serves every deployment of one problem: site names, rejection lines and pool
+descriptions are gathered once, and a deployment's lines are its screening lines (shared strings)
+with those of its eligible sites written over them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from soberana.operator.core.placement.arrays import IntArray
 from soberana.operator.core.placement.eligibility import Check
-from soberana.operator.core.placement.problem import Assignment, Demand, IntArray, Problem
+from soberana.operator.core.placement.problem import Assignment, Demand, Problem
 from soberana.operator.core.placement.world import Site
 
 _EXAMPLES = 3
 
 
-def explain_placed(
-    problem: Problem, demand: Demand, assignment: Assignment, free: IntArray
-) -> dict[str, str]:
-    """Why each site outside ``assignment`` was not used; ``free`` excludes ``demand`` itself."""
-    chosen = {demand.options[option].site for option, _ in assignment}
-    kept_note = (
-        f"; the running placement stays unless a move gains over {problem.move_threshold:.0%}"
-        if assignment == demand.current
-        else ""
-    )
-    reference = _Reference.of(demand, assignment)
-    lines: dict[str, str] = {}
-    for site in problem.sites:
-        if site.name in chosen:
-            continue
-        if site.name in demand.rejections:
-            lines[site.name] = demand.rejections[site.name].line
-        elif _room(demand, free, site.name) == 0:
-            lines[site.name] = _capacity_line(demand, free, site.name)
-        else:
-            line, better_somehow = reference.compare(demand, site)
-            lines[site.name] = line + (kept_note if better_somehow else "")
-    return lines
+class Explainer:
+    """The explanations of one problem's deployments."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self._names = [site.name for site in problem.sites]
+        # a site's screening line by rejection index; PASSED (-1) finds a placeholder
+        self._lines = [rejection.line for rejection in problem.rejections] + [""]
+        self._models = [pool.gpu_model for pool in problem.pools]
+        self._pool_gpus = problem.capacity.tolist()
+        self._hourly = [pool.hourly_cost for pool in problem.pools]
+
+    def placed(self, demand: Demand, assignment: Assignment, free: IntArray) -> dict[str, str]:
+        """Why each site outside ``assignment`` was not used; ``free`` excludes ``demand``."""
+        chosen = {int(demand.site[option]) for option, _ in assignment}
+        kept_note = (
+            "; the running placement stays unless a move gains over "
+            f"{self.problem.move_threshold:.0%}"
+            if assignment == demand.current
+            else ""
+        )
+        reference = _Reference.of(demand, assignment)
+        lines = self._screened(demand)
+        for site, start, end, room in _eligible_sites(demand, free):
+            name = self._names[site]
+            if site in chosen:
+                del lines[name]
+            elif room == 0:
+                lines[name] = self._capacity_line(demand, free, start, end)
+            else:
+                line, better_somehow = self._compare(reference, demand, site, start, end)
+                lines[name] = line + (kept_note if better_somehow else "")
+        return lines
+
+    def unplaced(self, demand: Demand, free: IntArray) -> tuple[str, dict[str, str]]:
+        """The reason ``demand`` is not placed, and one line per site."""
+        lines = self._screened(demand)
+        for site, start, end, room in _eligible_sites(demand, free):
+            lines[self._names[site]] = (
+                self._capacity_line(demand, free, start, end)
+                if room == 0
+                else f"eligible: room for {room} of {demand.replicas} replicas"
+            )
+        problem = self.problem
+        reason = (
+            _screening_reason(problem, demand)
+            or _eligible_reason(problem, demand)
+            or _free_capacity_reason(problem, demand, free)
+            or "no combination of eligible sites with free GPUs meets the latency SLO, minSites "
+            "and budget together"
+        )
+        return reason, lines
+
+    def _screened(self, demand: Demand) -> dict[str, str]:
+        """Every site's screening line, in site order (a placeholder where it passed)."""
+        lines = map(self._lines.__getitem__, demand.rejected.tolist())
+        return dict(zip(self._names, lines, strict=True))
+
+    def _capacity_line(self, demand: Demand, free: IntArray, start: int, end: int) -> str:
+        pools = [
+            f"{int(free[pool])} of {self._pool_gpus[pool]} {self._models[pool]}"
+            for pool in demand.pool[start:end].tolist()
+        ]
+        return f"capacity: {' and '.join(pools)} GPUs free; a replica needs {demand.gpus}"
+
+    def _compare(
+        self, reference: _Reference, demand: Demand, site: int, start: int, end: int
+    ) -> tuple[str, bool]:
+        """A line comparing ``site`` with the placement, and whether the site is better somehow."""
+        here = int(demand.pool[start + int(np.argmin(demand.price[start:end]))])
+        hourly = self._hourly[here]
+        here_parts = [f"{hourly:.2f}/GPU-h {self._models[here]}"]
+        chosen_parts = [f"{reference.gpu_price:.2f}/GPU-h"]
+        better_somehow = hourly < reference.gpu_price
+        latency = self.problem.sites[site].spec.latency_ms
+        for name, nearest in reference.regions:
+            ms = latency.get(name)
+            better_somehow |= ms is not None and ms < nearest
+            here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
+            chosen_parts.append(f"{name} {nearest:.0f} ms")
+        strategy = demand.spec.placement.strategy.value
+        here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
+        return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
 
 
-def explain_unplaced(
-    problem: Problem, demand: Demand, free: IntArray
-) -> tuple[str, dict[str, str]]:
-    """The reason ``demand`` is not placed, and one line per site."""
-    lines: dict[str, str] = {}
-    for site in problem.sites:
-        if site.name in demand.rejections:
-            lines[site.name] = demand.rejections[site.name].line
-        elif (room := _room(demand, free, site.name)) == 0:
-            lines[site.name] = _capacity_line(demand, free, site.name)
-        else:
-            lines[site.name] = f"eligible: room for {room} of {demand.replicas} replicas"
-    reason = (
-        _screening_reason(problem, demand)
-        or _eligible_reason(problem, demand)
-        or _free_capacity_reason(problem, demand, free)
-        or "no combination of eligible sites with free GPUs meets the latency SLO, minSites "
-        "and budget together"
+def _eligible_sites(demand: Demand, free: IntArray) -> Iterator[tuple[int, int, int, int]]:
+    """Each eligible site of ``demand`` (options are grouped by site): its number, the range of
+    its options and its room, the replicas its roomiest usable pool could take now."""
+    if not demand.pool.size:
+        return
+    site = demand.site
+    starts = np.flatnonzero(np.r_[True, site[1:] != site[:-1]])
+    room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
+    room[demand.keep_only] = 0
+    yield from zip(
+        site[starts].tolist(),
+        starts.tolist(),
+        [*starts[1:].tolist(), int(site.size)],
+        np.maximum.reduceat(room, starts).tolist(),
+        strict=True,
     )
-    return reason, lines
 
 
 def _screening_reason(problem: Problem, demand: Demand) -> str | None:
     """The check at which the last site fell, if every site fell at one."""
     if not problem.sites:
         return "no InferenceSite exists"
-    if demand.options:
+    if demand.pool.size:
         return None
     spec, scope = demand.spec, _scope(demand)
-    rejections = demand.rejections
+    rejections = [problem.rejections[index] for index in demand.rejected.tolist()]
     for check in Check:
-        fallen = [site for site in problem.sites if rejections[site.name].check == check]
-        survivors = [site for site in problem.sites if rejections[site.name].check > check]
-        if survivors or not fallen:
+        fallen = [
+            site
+            for site, rejection in zip(problem.sites, rejections, strict=True)
+            if rejection.check == check
+        ]
+        if not fallen or any(rejection.check > check for rejection in rejections):
             continue
-        examples = _examples(demand, fallen)
+        examples = _examples(problem, demand, fallen)
         match check:
             case Check.JURISDICTION:
                 where = sorted({site.spec.jurisdiction for site in problem.sites})
@@ -97,9 +161,9 @@ def _screening_reason(problem: Problem, demand: Demand) -> str | None:
                 return f"no site{scope} matches placement.siteSelector {described} ({examples})"
             case Check.UNHEALTHY | Check.CORDONED:
                 down = ", ".join(
-                    f"{site.name} {rejections[site.name].line.partition(':')[0]}"
-                    for site in problem.sites
-                    if rejections[site.name].check in (Check.UNHEALTHY, Check.CORDONED)
+                    f"{site.name} {rejection.line.partition(':')[0]}"
+                    for site, rejection in zip(problem.sites, rejections, strict=True)
+                    if rejection.check in (Check.UNHEALTHY, Check.CORDONED)
                 )
                 return f"every matching site{scope} is unhealthy or cordoned ({down})"
             case Check.GPU_MODEL:
@@ -118,19 +182,22 @@ def _screening_reason(problem: Problem, demand: Demand) -> str | None:
             case Check.LATENCY:
                 return f"no available site{scope} reaches any traffic region in time ({examples})"
             case Check.BUDGET:
-                cheapest = min(fallen, key=lambda site: rejections[site.name].least_cost or 0.0)
-                least = rejections[cheapest.name].least_cost or 0.0
+                least, cheapest = min(
+                    (rejection.least_cost or 0.0, number)
+                    for number, rejection in enumerate(rejections)
+                    if rejection.check == check
+                )
                 return (
-                    f"the cheapest placement{scope} costs {least:.2f}/h (using {cheapest.name}), "
-                    f"over budget.maxHourlyCost {demand.budget:.2f}"
+                    f"the cheapest placement{scope} costs {least:.2f}/h (using "
+                    f"{problem.sites[cheapest].name}), over budget.maxHourlyCost "
+                    f"{demand.budget:.2f}"
                 )
     return None
 
 
 def _eligible_reason(problem: Problem, demand: Demand) -> str | None:
     """What the eligible sites cannot do together, whatever other deployments use."""
-    pool_gpus = np.array([option.pool_gpus for option in demand.options], dtype=np.int64)
-    room = np.minimum(pool_gpus // demand.gpus, demand.replicas)
+    room = np.minimum(problem.capacity[demand.pool] // demand.gpus, demand.replicas)
     return _set_reason(problem, demand, room, qualifier="eligible site", scope=_scope(demand))
 
 
@@ -139,15 +206,18 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
     room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
     room[demand.keep_only] = 0
     scope = _scope(demand)
-    by_site = {
-        site.name: _room(demand, free, site.name) for site in _eligible_sites(problem, demand)
-    }
-    total = sum(by_site.values())
+    eligible = list(_eligible_sites(demand, free))
+    total = sum(site_room for _, _, _, site_room in eligible)
     if total < demand.replicas:
         details = ", ".join(
-            _free_pools(demand, free, site) for site in list(by_site)[: 2 * _EXAMPLES]
+            f"{problem.sites[site].name}: "
+            + ", ".join(
+                f"{int(free[pool])} free {problem.pools[pool].gpu_model}"
+                for pool in demand.pool[start:end].tolist()
+            )
+            for site, start, end, _ in eligible[: 2 * _EXAMPLES]
         )
-        more = ", ..." if len(by_site) > 2 * _EXAMPLES else ""
+        more = ", ..." if len(eligible) > 2 * _EXAMPLES else ""
         return (
             f"needs {_counted(demand.replicas, 'replica')} x "
             f"{_counted(demand.gpus, _models(demand) + ' GPU')}{scope}, but eligible sites have "
@@ -171,7 +241,7 @@ def _set_reason(
                 f"no {qualifier}{scope} reaches {source.region} {within}"
                 f"{_full_or_nearest(problem, demand, region, usable)}"
             )
-    sites = sorted({demand.options[option].site for option in usable})
+    sites = [problem.sites[site].name for site in np.unique(demand.site[usable]).tolist()]
     if len(sites) < demand.min_sites:
         return (
             f"placement.minSites is {demand.min_sites} but only {len(sites)} {qualifier}s{scope} "
@@ -189,9 +259,9 @@ def _set_reason(
 def _cheapest_cost(demand: Demand, usable: IntArray, room: IntArray) -> float:
     """A lower bound on cost: the minSites cheapest sites once, the rest on the cheapest room."""
     by_price = sorted(usable.tolist(), key=lambda option: (demand.price[option], option))
-    cost, placed, sites = 0.0, 0, set[str]()
+    cost, placed, sites = 0.0, 0, set[int]()
     for option in by_price:
-        site = demand.options[option].site
+        site = int(demand.site[option])
         if site not in sites and len(sites) < demand.min_sites:
             sites.add(site)
             cost += float(demand.price[option])
@@ -223,69 +293,25 @@ class _Reference:
             ),
         )
 
-    def compare(self, demand: Demand, site: Site) -> tuple[str, bool]:
-        """A line comparing ``site`` with the placement, and whether the site is better somehow."""
-        here = min(
-            (demand.options[index] for index in demand.by_site[site.name]),
-            key=lambda option: option.replica_cost,
-        )
-        here_parts = [f"{here.gpu_hourly_cost:.2f}/GPU-h {here.gpu_model}"]
-        chosen_parts = [f"{self.gpu_price:.2f}/GPU-h"]
-        better_somehow = here.gpu_hourly_cost < self.gpu_price
-        for name, nearest in self.regions:
-            ms = site.spec.latency_ms.get(name)
-            better_somehow |= ms is not None and ms < nearest
-            here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
-            chosen_parts.append(f"{name} {nearest:.0f} ms")
-        strategy = demand.spec.placement.strategy.value
-        here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
-        return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
-
-
-def _capacity_line(demand: Demand, free: IntArray, site: str) -> str:
-    pools = [
-        f"{int(free[demand.pool[index]])} of {demand.options[index].pool_gpus} "
-        f"{demand.options[index].gpu_model}"
-        for index in demand.by_site[site]
-    ]
-    return f"capacity: {' and '.join(pools)} GPUs free; a replica needs {demand.gpus}"
-
-
-def _room(demand: Demand, free: IntArray, site: str) -> int:
-    """Replicas the site could take now, on its roomiest usable pool."""
-    return max(
-        (
-            min(int(free[demand.pool[index]]) // demand.gpus, demand.replicas)
-            for index in demand.by_site.get(site, ())
-            if not demand.keep_only[index]
-        ),
-        default=0,
-    )
-
-
-def _free_pools(demand: Demand, free: IntArray, site: str) -> str:
-    pools = [
-        f"{int(free[demand.pool[index]])} free {demand.options[index].gpu_model}"
-        for index in demand.by_site[site]
-    ]
-    return f"{site}: {', '.join(pools)}"
-
 
 def _full_or_nearest(problem: Problem, demand: Demand, region: int, usable: IntArray) -> str:
     """The sites in reach of ``region`` that are full or, if none is, the nearest usable one."""
     in_reach = np.flatnonzero(np.isfinite(demand.reach[region]))
     full = sorted(
-        {(float(demand.reach[region, option]), demand.options[option].site) for option in in_reach}
+        {
+            (float(demand.reach[region, option]), problem.sites[demand.site[option]].name)
+            for option in in_reach
+        }
     )
     if full:
         described = ", ".join(f"{site} at {ms:.0f} ms" for ms, site in full[:_EXAMPLES])
         return f" ({described}: no free GPUs)"
     name = demand.spec.traffic[region].region
-    candidates = {demand.options[option].site for option in usable}
+    candidates = set(demand.site[usable].tolist())
     trips = [
         (site.spec.latency_ms[name], site.name)
-        for site in problem.sites
-        if site.name in candidates and name in site.spec.latency_ms
+        for number, site in enumerate(problem.sites)
+        if number in candidates and name in site.spec.latency_ms
     ]
     if not trips:
         return ""
@@ -293,15 +319,13 @@ def _full_or_nearest(problem: Problem, demand: Demand, region: int, usable: IntA
     return f" (nearest: {nearest} at {ms} ms)"
 
 
-def _eligible_sites(problem: Problem, demand: Demand) -> list[Site]:
-    return [site for site in problem.sites if site.name not in demand.rejections]
-
-
-def _examples(demand: Demand, sites: Sequence[Site]) -> str:
-    shown = [
-        f"{site.name}: {demand.rejections[site.name].line.partition(': ')[2] or 'yes'}"
-        for site in sites[:_EXAMPLES]
-    ]
+def _examples(problem: Problem, demand: Demand, sites: Sequence[Site]) -> str:
+    number = {site.name: index for index, site in enumerate(problem.sites)}
+    shown = []
+    for site in sites[:_EXAMPLES]:
+        rejection = problem.rejection(demand, number[site.name])
+        line = rejection.line if rejection is not None else ""
+        shown.append(f"{site.name}: {line.partition(': ')[2] or 'yes'}")
     if len(sites) > _EXAMPLES:
         shown.append(f"{len(sites) - _EXAMPLES} more")
     return "; ".join(shown)

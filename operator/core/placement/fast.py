@@ -46,13 +46,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from soberana.operator.core.placement.candidates import BoolArray, Candidates, Scored, build
+from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray
+from soberana.operator.core.placement.candidates import Candidates, Scored, build
 from soberana.operator.core.placement.problem import (
     DRAIN_PENALTY,
     Assignment,
     Demand,
-    FloatArray,
-    IntArray,
     Problem,
     Solution,
 )
@@ -462,7 +461,7 @@ def _try_exchange(
         short = replicas * harmed.gpus - int(ledger.free[pool])
         holders = sorted(
             ledger.holders[pool] - {partner.key for partner in partners},
-            key=lambda key: (-len(by_key[key].by_site), by_key[key].rank),
+            key=lambda key: (-by_key[key].eligible_sites, by_key[key].rank),
         )
         for key in holders:
             if short <= 0:

@@ -94,7 +94,7 @@ class _Model:
 
     @classmethod
     def build(cls, problem: Problem, fast: Solution) -> _Model:
-        model = cls(demands=[demand for demand in problem.demands if demand.options])
+        model = cls(demands=[demand for demand in problem.demands if demand.pool.size])
         pool_rows: dict[int, list[tuple[int, float]]] = {}
         for demand in model.demands:
             model._add_demand(problem, demand, placed=demand.key in fast, pool_rows=pool_rows)
@@ -114,10 +114,10 @@ class _Model:
         p = self._column(0.0, 1.0 if placed else 0.0, 1.0, integral=True)
         self.placed[demand.key] = p
         columns = self.columns[demand.key] = _DemandVariables()
-        for option, choice in enumerate(demand.options):
-            bound = min(demand.replicas, choice.pool_gpus // demand.gpus)
+        for option, pool in enumerate(demand.pool.tolist()):
+            bound = min(demand.replicas, int(problem.capacity[pool]) // demand.gpus)
             if demand.keep_only[option]:
-                bound = current[option]
+                bound = current.get(option, 0)
             x = self._column(demand.cost_weight * float(demand.price[option]), 0, bound, True)
             z = self._column(0.0, 0, 1, integral=True)
             columns.replicas.append(x)

@@ -33,21 +33,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from soberana.operator.core.api import ModelDeploymentSpec, Strategy
+from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray, RejectionArray
 from soberana.operator.core.placement.eligibility import (
-    Check,
-    Option,
+    CORDONED,
+    PASSED,
+    Pool,
     Rejection,
-    Screen,
-    screen_budget,
+    Screening,
+    screen,
 )
 from soberana.operator.core.placement.options import PlacementOptions
 from soberana.operator.core.placement.world import Allocation, Current, Deployment, Site, World
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 Assignment = tuple[tuple[int, int], ...]
 """One deployment's placement: (option index, replicas) pairs in option order."""
@@ -65,22 +63,16 @@ STRATEGY_WEIGHTS: Mapping[Strategy, tuple[float, float]] = {
 _BUDGET_SLACK = 1e-9
 
 
-@dataclass(frozen=True)
-class Pool:
-    """The GPUs of one model at one site, shared by every deployment."""
-
-    site: str
-    gpu_model: str
-    gpus: int
-
-
 @dataclass(frozen=True, eq=False)
 class Demand:
     """One deployment's side of the problem: where it may go and how it scores placements.
 
-    Arrays are indexed by option (and, for ``reach``, by traffic region first): ``pool`` and
-    ``site`` locate the option in the problem, ``price`` is one replica's hourly cost there, and
-    ``reach`` the round-trip time to each region, ``inf`` where beyond reach or SLO.
+    An option is a GPU pool a replica may use, options in the order of the problem's pools (so by
+    site, then GPU model). Arrays are indexed by option (and, for ``reach``, by traffic region
+    first): ``pool`` and ``site`` locate the option in the problem, ``price`` is one replica's
+    hourly cost there, and ``reach`` the round-trip time to each region, ``inf`` where beyond
+    reach or SLO. ``rejected`` holds, by site of the problem, the index of the site's rejection
+    in ``Problem.rejections``, or ``PASSED`` where the site is eligible.
     """
 
     deployment: Deployment
@@ -90,8 +82,8 @@ class Demand:
     gpus: int  # per replica
     min_sites: int
     budget: float  # inf without a budget
-    options: tuple[Option, ...]
-    rejections: Mapping[str, Rejection]
+    rejected: RejectionArray
+    eligible_sites: int
     pool: IntArray
     site: IntArray
     price: FloatArray
@@ -100,8 +92,7 @@ class Demand:
     cost_weight: float
     latency_weight: float
     current: Assignment | None  # the running placement, when keepable
-    keep_only: npt.NDArray[np.bool_]  # options usable only by keeping ``current``
-    by_site: Mapping[str, tuple[int, ...]]  # option indices at each eligible site
+    keep_only: BoolArray  # options usable only by keeping ``current``
 
     @property
     def spec(self) -> ModelDeploymentSpec:
@@ -158,13 +149,23 @@ DRAIN_PENALTY = 1000.0
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """Every deployment's demand over the shared GPU pools, in contention order."""
+    """Every deployment's demand over the shared GPU pools, in contention order.
+
+    ``sites`` are in name order, ``pools`` by site then GPU model; ``rejections`` are the distinct
+    screening rejections the demands' ``rejected`` arrays point into.
+    """
 
     sites: tuple[Site, ...]
     pools: tuple[Pool, ...]
     capacity: IntArray
     demands: tuple[Demand, ...]
     move_threshold: float
+    rejections: tuple[Rejection, ...]
+
+    def rejection(self, demand: Demand, site: int) -> Rejection | None:
+        """Why site number ``site`` cannot host ``demand``; None when it is eligible."""
+        index = int(demand.rejected[site])
+        return None if index == PASSED else self.rejections[index]
 
     def penalty(self, demand: Demand, assignment: Assignment) -> float:
         """The stability penalty of placing ``demand`` as ``assignment``.
@@ -211,92 +212,94 @@ class Problem:
 def build_problem(world: World, current: Current, options: PlacementOptions) -> Problem:
     """Screen every (deployment, site) pair and lay the result out for the solvers."""
     sites = tuple(sorted(world.sites, key=lambda site: site.name))
-    pools = tuple(
-        Pool(site=site.name, gpu_model=gpu.model, gpus=gpu.count)
-        for site in sites
-        for gpu in sorted(site.spec.gpus, key=lambda gpu: gpu.model)
-    )
+    site_index = {site.name: index for index, site in enumerate(sites)}
+    runs_there = np.zeros((len(world.deployments), len(sites)), dtype=np.bool_)
+    for row, deployment in enumerate(world.deployments):
+        for allocation in current.get(deployment.key, ()):
+            if allocation.site in site_index:
+                runs_there[row, site_index[allocation.site]] = True
+    screening = screen(world.deployments, sites, runs_there)
+    del runs_there
     layout = _Layout(
-        pool_index={(pool.site, pool.gpu_model): index for index, pool in enumerate(pools)},
-        site_index={site.name: index for index, site in enumerate(sites)},
+        screening=screening,
+        pool_index={
+            (pool.site, pool.gpu_model): index for index, pool in enumerate(screening.pools)
+        },
+        capacity=np.array([pool.gpus for pool in screening.pools], dtype=np.int64),
+        hourly_cost=np.array([pool.hourly_cost for pool in screening.pools]),
+        cordoned=np.array([site.spec.cordoned for site in sites], dtype=np.bool_),
     )
     demands = [
         _demand(
             deployment,
-            sites=sites,
+            row,
             running=current.get(deployment.key, ()),
             layout=layout,
             settings=options,
         )
-        for deployment in world.deployments
+        for row, deployment in enumerate(world.deployments)
     ]
     ranked = sorted(
         demands,
         key=lambda demand: (
             not current.get(demand.key),
-            len(demand.by_site),
+            demand.eligible_sites,
             -demand.replicas * demand.gpus,
             demand.key,
         ),
     )
     return Problem(
         sites=sites,
-        pools=pools,
-        capacity=np.array([pool.gpus for pool in pools], dtype=np.int64),
+        pools=screening.pools,
+        capacity=layout.capacity,
         demands=tuple(replace(demand, rank=rank) for rank, demand in enumerate(ranked)),
         move_threshold=options.move_threshold,
+        rejections=screening.rejections,
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Layout:
+    screening: Screening
     pool_index: Mapping[tuple[str, str], int]
-    site_index: Mapping[str, int]
+    capacity: IntArray
+    hourly_cost: FloatArray
+    cordoned: BoolArray
 
 
 def _demand(
     deployment: Deployment,
+    row: int,
     *,
-    sites: Sequence[Site],
     running: Sequence[Allocation],
     layout: _Layout,
     settings: PlacementOptions,
 ) -> Demand:
     spec = deployment.spec
-    running_sites = {allocation.site for allocation in running}
-    rejections: dict[str, Rejection] = {}
-    by_site: dict[str, tuple[Option, ...]] = {}
-    screen = Screen(spec)
-    for site in sites:
-        screened = screen(site, runs_there=site.name in running_sites)
-        if isinstance(screened, Rejection):
-            rejections[site.name] = screened
-        else:
-            by_site[site.name] = screened
-    rejections.update(screen_budget(spec, by_site))
-    options = [
-        option
-        for site, pools in by_site.items()
-        if site not in rejections
-        for option in sorted(pools, key=lambda option: option.gpu_model)
-    ]
-    current = _keepable(spec, options, running)
-    if current is None and any(option.keep_only for option in options):
-        for option in options:
-            if option.keep_only:
-                rejections[option.site] = Rejection(
-                    Check.CORDONED, "cordoned: the site takes nothing new"
-                )
-        options = [option for option in options if not option.keep_only]
-    price = np.array([option.replica_cost for option in options], dtype=np.float64)
-    reach = np.array([option.latency_ms for option in options], dtype=np.float64).T.reshape(
-        len(spec.traffic), len(options)
-    )
+    screening = layout.screening
+    rejected = screening.rejected[row]
+    pool = np.flatnonzero(screening.fits[row])
+    site = screening.pool_site[pool]
+    price = spec.resources.gpus * layout.hourly_cost[pool]
+    trips = screening.trips[screening.traffic_start[row] : screening.traffic_start[row + 1]]
+    reach = trips[:, site]
+    keep_only = layout.cordoned[site]
+    current = _keepable(spec, pool, site, price, reach, running, layout)
+    if current is None and keep_only.any():
+        rejected[site[keep_only]] = CORDONED
+        kept = ~keep_only
+        pool, site, price, reach, keep_only = (
+            pool[kept],
+            site[kept],
+            price[kept],
+            reach[:, kept],
+            keep_only[kept],
+        )
     weights = np.array([source.weight for source in spec.traffic], dtype=np.float64)
     weights /= max(weights.sum(), 1.0)
     cost_weight, latency_weight = STRATEGY_WEIGHTS[spec.placement.strategy]
-    best_cost = spec.reserved_replicas * float(price.min()) if options else 0.0
-    best_trips = reach.min(axis=1) if options else np.zeros(len(spec.traffic))
+    best_cost = spec.reserved_replicas * float(price.min()) if pool.size else 0.0
+    best_trips = reach.min(axis=1) if pool.size else np.zeros(len(spec.traffic))
     best_latency = float(weights @ np.where(np.isfinite(best_trips), best_trips, 0.0))
     return Demand(
         deployment=deployment,
@@ -306,58 +309,49 @@ def _demand(
         gpus=spec.resources.gpus,
         min_sites=spec.placement.min_sites,
         budget=spec.budget.max_hourly_cost if spec.budget is not None else math.inf,
-        options=tuple(options),
-        rejections=rejections,
-        pool=np.array(
-            [layout.pool_index[(option.site, option.gpu_model)] for option in options],
-            dtype=np.int64,
-        ),
-        site=np.array([layout.site_index[option.site] for option in options], dtype=np.int64),
+        rejected=rejected,
+        eligible_sites=int((rejected == PASSED).sum()),
+        pool=pool,
+        site=site,
         price=price,
         reach=reach,
         weights=weights,
         cost_weight=cost_weight / max(best_cost, settings.cost_floor),
         latency_weight=latency_weight / max(best_latency, settings.latency_floor_ms),
         current=current,
-        keep_only=np.array([option.keep_only for option in options], dtype=np.bool_),
-        by_site=_indices_by_site(options),
+        keep_only=keep_only,
     )
 
 
-def _indices_by_site(options: Sequence[Option]) -> dict[str, tuple[int, ...]]:
-    by_site: dict[str, list[int]] = {}
-    for index, option in enumerate(options):
-        by_site.setdefault(option.site, []).append(index)
-    return {site: tuple(indices) for site, indices in by_site.items()}
-
-
 def _keepable(
-    spec: ModelDeploymentSpec, options: Sequence[Option], running: Sequence[Allocation]
+    spec: ModelDeploymentSpec,
+    pool: IntArray,
+    site: IntArray,
+    price: FloatArray,
+    reach: FloatArray,
+    running: Sequence[Allocation],
+    layout: _Layout,
 ) -> Assignment | None:
     """The running placement as an assignment, if it still meets every hard constraint alone."""
     if not running:
         return None
-    index = {(option.site, option.gpu_model): number for number, option in enumerate(options)}
     pairs = []
     for allocation in running:
-        number = index.get((allocation.site, allocation.gpu_model))
-        if number is None or allocation.replicas < 1:
+        wanted = layout.pool_index.get((allocation.site, allocation.gpu_model))
+        number = int(np.searchsorted(pool, wanted)) if wanted is not None else pool.size
+        if number == pool.size or pool[number] != wanted or allocation.replicas < 1:
             return None
-        if options[number].pool_gpus < allocation.replicas * spec.resources.gpus:
+        if layout.capacity[wanted] < allocation.replicas * spec.resources.gpus:
             return None
         pairs.append((number, allocation.replicas))
-    chosen = [options[number] for number, _ in pairs]
-    regions_covered = all(
-        any(math.isfinite(option.latency_ms[region]) for option in chosen)
-        for region in range(len(spec.traffic))
-    )
-    cost = sum(options[number].replica_cost * replicas for number, replicas in pairs)
+    chosen = [number for number, _ in pairs]
+    cost = sum(float(price[number]) * replicas for number, replicas in pairs)
     budget = spec.budget.max_hourly_cost if spec.budget is not None else math.inf
     if (
-        len({option.site for option in chosen}) != len(chosen)
+        len(set(site[chosen].tolist())) != len(chosen)
         or len(chosen) < spec.placement.min_sites
         or sum(replicas for _, replicas in pairs) != spec.reserved_replicas
-        or not regions_covered
+        or not np.isfinite(reach[:, chosen]).any(axis=1).all()
         or cost > budget * (1 + _BUDGET_SLACK)
     ):
         return None

@@ -35,15 +35,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp  # type: ignore[import-untyped]
 from scipy.sparse import csc_array, csr_array  # type: ignore[import-untyped]
 
+from soberana.operator.core.placement.arrays import FloatArray, IntArray
 from soberana.operator.core.placement.candidates import Candidates, Scored
-from soberana.operator.core.placement.problem import (
-    DRAIN_PENALTY,
-    Assignment,
-    FloatArray,
-    IntArray,
-    Problem,
-    Solution,
-)
+from soberana.operator.core.placement.problem import DRAIN_PENALTY, Assignment, Problem, Solution
 
 UNPLACED = 1e4
 """What leaving a deployment out costs the LP, per GPU (times 1 to 2 by contention rank)."""

@@ -17,12 +17,8 @@ import math
 
 import numpy as np
 
-from soberana.operator.core.placement.problem import (
-    Assignment,
-    Demand,
-    FloatArray,
-    IntArray,
-)
+from soberana.operator.core.placement.arrays import FloatArray, IntArray
+from soberana.operator.core.placement.problem import Assignment, Demand
 
 _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
