@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray
+from soberana.operator.core.placement.arrays import (
+    AnyIntArray,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    SmallIntArray,
+)
 from soberana.operator.core.placement.problem import Assignment, Demand, Problem
 
 CORE = 3
@@ -36,6 +42,9 @@ _NEAREST = {2: 8, 3: 4}
 
 _BUDGET_SLACK = 1e-9
 
+_CHUNK = 8192
+"""Rows completed at once when scoring: bounds the memory of the intermediate arrays."""
+
 
 @dataclass(frozen=True, eq=False)
 class Scored:
@@ -43,10 +52,10 @@ class Scored:
     (table options, -1 padded) and replicas per pool."""
 
     rows: IntArray
-    owner: IntArray
+    owner: SmallIntArray
     value: FloatArray
-    members: IntArray
-    counts: IntArray
+    members: SmallIntArray
+    counts: SmallIntArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,12 +80,12 @@ class Candidates:
     trips: FloatArray  # options x regions: round trips, inf out of reach, 0 for padding
     group_start: IntArray  # first option of each (owner, site) group, and the end
     owner_groups: IntArray  # first group of each owner, and the end
-    row_owner: IntArray
+    row_owner: SmallIntArray
     row_start: IntArray  # first row of each owner, and the end
-    core: IntArray  # rows x CORE, -1 padded
-    core_site: IntArray  # rows x CORE, -2 padded
-    size: IntArray  # pools in the core
-    mandatory: IntArray  # pools to add for minSites
+    core: SmallIntArray  # rows x CORE, -1 padded
+    core_site: SmallIntArray  # rows x CORE, -2 padded
+    size: SmallIntArray  # pools in the core
+    mandatory: SmallIntArray  # pools to add for minSites
     extra_width: int  # the most pools a row may add
     latency: FloatArray  # the core's latency term of the objective
     replicas: IntArray  # by owner
@@ -123,9 +132,26 @@ class Candidates:
         if tolls is not None:
             values = values + self.gpus[options] * tolls[self.pool[options]]
         unit[options] = np.where((room[options] > 0) & self.usable[options], values, np.inf)
-        candidate = self._cheapest(unit, self.extra_width + CORE, owners)[
-            np.searchsorted(owners, self.row_owner[rows])
+        cheapest = self._cheapest(unit, self.extra_width + CORE, owners)
+        parts = [
+            self._complete(rows[start : start + _CHUNK], owners, cheapest, unit, room)
+            for start in range(0, max(rows.size, 1), _CHUNK)
         ]
+        return Scored(
+            rows=rows,
+            owner=self.row_owner[rows],
+            value=np.concatenate([value for value, _, _ in parts]),
+            members=np.concatenate([members for _, members, _ in parts]),
+            counts=np.concatenate([counts for _, _, counts in parts]),
+        )
+
+    def _complete(
+        self, rows: IntArray, owners: IntArray, cheapest: IntArray, unit: FloatArray, room: IntArray
+    ) -> tuple[FloatArray, SmallIntArray, SmallIntArray]:
+        """:meth:`score` for a slice of its rows: their values, pools and replicas per pool, given
+        the ``cheapest`` options of each of ``owners`` and each option's ``unit`` value and
+        ``room``."""
+        candidate = cheapest[np.searchsorted(owners, self.row_owner[rows])]
         core, size, owner = self.core[rows], self.size[rows], self.row_owner[rows]
         replicas, mandatory = self.replicas[owner], self.mandatory[rows]
         clash = (self.site[candidate][:, :, None] == self.core_site[rows][:, None, :]).any(axis=2)
@@ -135,7 +161,7 @@ class Candidates:
         first_free = np.where(free_slot & (rank == 1), unit[candidate], np.inf).min(axis=1)
         bulk = (mandatory == 0) & (size < replicas) & (first_free < core_values.min(axis=1))
         wanted = np.where(mandatory > 0, mandatory, bulk)
-        extras = np.full((rows.size, self.extra_width), -1, dtype=np.int64)
+        extras = np.full((rows.size, self.extra_width), -1, dtype=np.int32)
         every = np.arange(rows.size)
         for slot in range(self.extra_width):
             hit = free_slot & (rank == slot + 1)
@@ -153,13 +179,7 @@ class Candidates:
             & (money <= self.budget[owner] * (1 + _BUDGET_SLACK))
             & np.isfinite(value)
         )
-        return Scored(
-            rows=rows,
-            owner=owner,
-            value=np.where(valid, value + self.latency[rows], np.inf),
-            members=members,
-            counts=counts,
-        )
+        return np.where(valid, value + self.latency[rows], np.inf), members, counts
 
     def _cheapest(self, unit: FloatArray, count: int, owners: IntArray) -> IntArray:
         """The ``count`` cheapest options at distinct sites of each of ``owners`` (sorted), -1
@@ -199,7 +219,7 @@ class Candidates:
         chosen[owners[keep], rank[keep]] = order[keep]
         return chosen
 
-    def assignment(self, members: IntArray, counts: IntArray) -> Assignment:
+    def assignment(self, members: AnyIntArray, counts: AnyIntArray) -> Assignment:
         """One row's (or column's) pools and replicas as a deployment's assignment."""
         pairs = [
             (int(self.local[member]), int(count))
@@ -208,7 +228,7 @@ class Candidates:
         ]
         return tuple(sorted(pairs))
 
-    def objective(self, members: IntArray, counts: IntArray) -> FloatArray:
+    def objective(self, members: AnyIntArray, counts: AnyIntArray) -> FloatArray:
         """The exact objective of rows of pools (table options, -1 padded) and replicas."""
         present = members >= 0
         owner = self.owner[np.where(present, members, -1).max(axis=1)]
@@ -230,12 +250,12 @@ class Candidates:
 
 
 def _spread(
-    members: IntArray, values: FloatArray, room: IntArray, replicas: IntArray
-) -> tuple[IntArray, IntArray]:
+    members: SmallIntArray, values: FloatArray, room: IntArray, replicas: IntArray
+) -> tuple[SmallIntArray, IntArray]:
     """One replica per pool, the rest to the cheapest pools with room: counts, and replicas left
     over (more than zero where the rows' pools are too small)."""
     present = members >= 0
-    counts = present.astype(np.int64)
+    counts = present.astype(np.int32)
     rest = replicas - counts.sum(axis=1)
     every = np.arange(members.shape[0])
     cheapest = np.argmin(values, axis=1)
@@ -282,10 +302,11 @@ def build(problem: Problem) -> Candidates:
         region_count=region_count,
     )
     order = np.argsort(owner[cores[:, 0]], kind="stable")
-    cores, latency = cores[order], latency[order]
-    row_owner = owner[cores[:, 0]]
-    size = (cores >= 0).sum(axis=1)
-    mandatory = np.maximum(min_sites[row_owner] - size, 0)
+    core, latency = cores[order].astype(np.int32), latency[order]
+    del cores
+    row_owner = owner[core[:, 0]].astype(np.int32)
+    size = (core >= 0).sum(axis=1, dtype=np.int32)
+    mandatory = np.maximum(min_sites[row_owner] - size, 0).astype(np.int32)
     group_first = np.ones(owner.size, dtype=bool)
     group_first[1:] = (owner[1:] != owner[:-1]) | (site[1:] != site[:-1])
     group_start = np.flatnonzero(group_first)
@@ -305,8 +326,8 @@ def build(problem: Problem) -> Candidates:
         owner_groups=np.searchsorted(owner[group_start], np.arange(len(demands) + 1)),
         row_owner=row_owner,
         row_start=np.searchsorted(row_owner, np.arange(len(demands) + 1)),
-        core=cores,
-        core_site=np.append(site, -2)[cores],
+        core=core,
+        core_site=np.append(site, -2).astype(np.int32)[core],
         size=size,
         mandatory=mandatory,
         extra_width=max(int(mandatory.max(initial=0)), 1),

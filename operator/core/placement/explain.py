@@ -42,6 +42,7 @@ class Explainer:
         self._models = [pool.gpu_model for pool in problem.pools]
         self._pool_gpus = problem.capacity.tolist()
         self._hourly = [pool.hourly_cost for pool in problem.pools]
+        self._latency = [site.spec.latency_ms for site in problem.sites]
 
     def placed(self, demand: Demand, assignment: Assignment, free: IntArray) -> dict[str, str]:
         """Why each site outside ``assignment`` was not used; ``free`` excludes ``demand``."""
@@ -53,24 +54,27 @@ class Explainer:
             else ""
         )
         reference = _Reference.of(demand, assignment)
+        pools, prices, gpus = demand.pool.tolist(), demand.price.tolist(), free.tolist()
         lines = self._screened(demand)
         for site, start, end, room in _eligible_sites(demand, free):
             name = self._names[site]
             if site in chosen:
                 del lines[name]
             elif room == 0:
-                lines[name] = self._capacity_line(demand, free, start, end)
+                lines[name] = self._capacity_line(demand, pools[start:end], gpus)
             else:
-                line, better_somehow = self._compare(reference, demand, site, start, end)
+                here = pools[min(range(start, end), key=prices.__getitem__)]
+                line, better_somehow = self._compare(reference, here, site)
                 lines[name] = line + (kept_note if better_somehow else "")
         return lines
 
     def unplaced(self, demand: Demand, free: IntArray) -> tuple[str, dict[str, str]]:
         """The reason ``demand`` is not placed, and one line per site."""
         lines = self._screened(demand)
+        pools, gpus = demand.pool.tolist(), free.tolist()
         for site, start, end, room in _eligible_sites(demand, free):
             lines[self._names[site]] = (
-                self._capacity_line(demand, free, start, end)
+                self._capacity_line(demand, pools[start:end], gpus)
                 if room == 0
                 else f"eligible: room for {room} of {demand.replicas} replicas"
             )
@@ -89,31 +93,28 @@ class Explainer:
         lines = map(self._lines.__getitem__, demand.rejected.tolist())
         return dict(zip(self._names, lines, strict=True))
 
-    def _capacity_line(self, demand: Demand, free: IntArray, start: int, end: int) -> str:
-        pools = [
-            f"{int(free[pool])} of {self._pool_gpus[pool]} {self._models[pool]}"
-            for pool in demand.pool[start:end].tolist()
-        ]
-        return f"capacity: {' and '.join(pools)} GPUs free; a replica needs {demand.gpus}"
+    def _capacity_line(self, demand: Demand, pools: list[int], free: list[int]) -> str:
+        described = " and ".join(
+            f"{free[pool]} of {self._pool_gpus[pool]} {self._models[pool]}" for pool in pools
+        )
+        return f"capacity: {described} GPUs free; a replica needs {demand.gpus}"
 
-    def _compare(
-        self, reference: _Reference, demand: Demand, site: int, start: int, end: int
-    ) -> tuple[str, bool]:
-        """A line comparing ``site`` with the placement, and whether the site is better somehow."""
-        here = int(demand.pool[start + int(np.argmin(demand.price[start:end]))])
+    def _compare(self, reference: _Reference, here: int, site: int) -> tuple[str, bool]:
+        """A line comparing ``site``, whose cheapest usable pool is ``here``, with the placement,
+        and whether the site is better somehow."""
         hourly = self._hourly[here]
         here_parts = [f"{hourly:.2f}/GPU-h {self._models[here]}"]
-        chosen_parts = [f"{reference.gpu_price:.2f}/GPU-h"]
         better_somehow = hourly < reference.gpu_price
-        latency = self.problem.sites[site].spec.latency_ms
+        latency = self._latency[site]
         for name, nearest in reference.regions:
             ms = latency.get(name)
             better_somehow |= ms is not None and ms < nearest
             here_parts.append(f"{name} {'unreachable' if ms is None else f'{ms} ms'}")
-            chosen_parts.append(f"{name} {nearest:.0f} ms")
-        strategy = demand.spec.placement.strategy.value
-        here_text, chosen_text = ", ".join(here_parts), ", ".join(chosen_parts)
-        return f"not chosen ({strategy}): here {here_text}; chosen {chosen_text}", better_somehow
+        return (
+            f"not chosen ({reference.strategy}): here {', '.join(here_parts)}; "
+            f"chosen {reference.chosen}",
+            better_somehow,
+        )
 
 
 def _eligible_sites(demand: Demand, free: IntArray) -> Iterator[tuple[int, int, int, int]]:
@@ -279,17 +280,25 @@ class _Reference:
 
     gpu_price: float  # average hourly price of one GPU of the placement
     regions: tuple[tuple[str, float], ...]  # the busiest traffic regions, RTT to nearest chosen
+    strategy: str
+    chosen: str  # the placement's side of a comparison line
 
     @classmethod
     def of(cls, demand: Demand, assignment: Assignment) -> _Reference:
         chosen = [option for option, _ in assignment]
         traffic = demand.spec.traffic
         busiest = sorted(range(len(traffic)), key=lambda region: -traffic[region].weight)[:2]
+        gpu_price = demand.cost(assignment) / (demand.replicas * demand.gpus)
+        regions = tuple(
+            (traffic[region].region, float(demand.reach[region, chosen].min()))
+            for region in busiest
+        )
         return cls(
-            gpu_price=demand.cost(assignment) / (demand.replicas * demand.gpus),
-            regions=tuple(
-                (traffic[region].region, float(demand.reach[region, chosen].min()))
-                for region in busiest
+            gpu_price=gpu_price,
+            regions=regions,
+            strategy=demand.spec.placement.strategy.value,
+            chosen=", ".join(
+                [f"{gpu_price:.2f}/GPU-h", *(f"{name} {ms:.0f} ms" for name, ms in regions)]
             ),
         )
 

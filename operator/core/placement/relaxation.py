@@ -35,7 +35,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp  # type: ignore[import-untyped]
 from scipy.sparse import csc_array, csr_array  # type: ignore[import-untyped]
 
-from soberana.operator.core.placement.arrays import FloatArray, IntArray
+from soberana.operator.core.placement.arrays import AnyIntArray, FloatArray, IntArray
 from soberana.operator.core.placement.candidates import Candidates, Scored
 from soberana.operator.core.placement.problem import DRAIN_PENALTY, Assignment, Problem, Solution
 
@@ -162,10 +162,12 @@ class _Columns:
             np.array([counts for _, counts in rows]),
         )
 
-    def add(self, owner: IntArray, members: IntArray, counts: IntArray) -> int:
+    def add(self, owner: AnyIntArray, members: AnyIntArray, counts: AnyIntArray) -> int:
         """Add the new ones of these columns; how many were new."""
         if not owner.size:
             return 0
+        # one width for every key, whatever the width of the table the columns come from
+        owner, members, counts = (np.asarray(a, dtype=np.int64) for a in (owner, members, counts))
         padding = self.width - members.shape[1]
         if padding:
             members = np.pad(members, ((0, 0), (0, padding)), constant_values=-1)
