@@ -6,7 +6,8 @@ residency, latency SLOs, budgets, GPU model and memory needs, minSites and all t
 Prints both solvers' times (wall and CPU; for ``fast`` the median of a few runs, the first of which
 also pays one-time costs), how many deployments each placed and the objective gap, side by side,
 and where ``fast``'s time goes: building the problem (screening every deployment
-against every site), the solver itself, and the plan with its explanations. Asserts nothing
+against every site), the solver itself, and the plan with its explanations; and the peak memory
+tracemalloc sees during one ``fast`` place() (numpy's arrays included). Asserts nothing
 (these are measurements, not tests).
 
     python bench/bench_placement.py                       # the full comparison
@@ -21,6 +22,7 @@ import os
 import platform
 import random
 import time
+import tracemalloc
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +217,16 @@ def _fast_parts(world: World, options: PlacementOptions) -> dict[str, tuple[floa
     return parts
 
 
+def _peak_memory(world: World, options: PlacementOptions) -> float:
+    """Peak memory traced by tracemalloc (numpy's arrays included) during one place(), MiB."""
+    tracemalloc.start()
+    try:
+        place(world, options=options)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, default=1000)
@@ -243,6 +255,7 @@ def main() -> None:
     repeats = [_timed(world, "fast", options) for _ in range(args.repeat)]
     fast = sorted(repeats, key=lambda run: run.seconds)[len(repeats) // 2]
     parts = _fast_parts(world, options)
+    peak = _peak_memory(world, options)
     runs = {"fast": fast}
     if not args.skip_optimal:
         runs["optimal"] = _timed(world, "optimal", options)
@@ -275,6 +288,7 @@ def main() -> None:
         + ", ".join(f"{run.seconds:.2f} / {run.cpu_seconds:.2f}" for run in repeats)
         + f"; load average now {os.getloadavg()[0]:.2f}"
     )
+    print(f"fast place() peak traced memory (tracemalloc): {peak:.1f} MiB")
     if "optimal" in runs:
         common = fast.placed & runs["optimal"].placed
         fast_value = _common_objective(world, options, fast, common)
