@@ -8,12 +8,10 @@ and the version of the engine the list was taken from.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any, NamedTuple
 
-from soberana.operator.core.engines import vllm
+from soberana.operator.core.engines import llamacpp, vllm
 
 __all__ = ["EngineArgs", "check_args", "engine_args_spec"]
 
@@ -29,25 +27,11 @@ class EngineArgs(NamedTuple):
 _NO_ARGS = EngineArgs(frozenset(), {}, "")
 
 
-def _from_module(module: ModuleType | None) -> EngineArgs:
-    if module is None:
-        return _NO_ARGS
-    versions = [str(getattr(module, n)) for n in dir(module) if n.endswith("VERSION")]
-    return EngineArgs(
-        frozenset(module.ENGINE_ARGS), dict(module.RESERVED_ARGS), versions[0] if versions else ""
-    )
-
-
-def _optional(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        return None
-
-
 _ENGINES: dict[str, EngineArgs] = {
     "vllm": EngineArgs(vllm.ENGINE_ARGS, vllm.RESERVED_ARGS, f"vLLM {vllm.VLLM_VERSION}"),
-    "llamacpp": _from_module(_optional("llamacpp")),
+    "llamacpp": EngineArgs(
+        llamacpp.ENGINE_ARGS, llamacpp.RESERVED_ARGS, llamacpp.XLLAMACPP_VERSION
+    ),
     "transformers": _NO_ARGS,
     "torch": _NO_ARGS,
 }
