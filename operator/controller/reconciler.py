@@ -532,10 +532,16 @@ def _observations(
 
 
 def _still_running(key: str, agents: Mapping[str, SiteAgent]) -> bool:
-    """Whether a reachable site still runs deployment ``key``'s application, or may."""
+    """Whether a reachable site still runs deployment ``key``'s application, or may.
+
+    A site not looked at yet (just after the operator started) may still run it: the answer
+    waits for the agent's first look, which applies the site's config and reports what is left.
+    """
     name = app_name(*key.split("/", 1))
     for agent in agents.values():
         health = agent.health()
+        if health.reachable is None:
+            return True
         if health.reachable is False:
             continue  # cleaned when it returns; its status says so meanwhile
         present = health.report.present if health.report is not None else frozenset()

@@ -7,12 +7,14 @@ refused, a watch that lags behind our own writes).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
+from soberana.operator.backends.base import SiteReport
 from soberana.operator.controller.config import OperatorConfig
 from soberana.operator.controller.kube import ObjectRef
 from soberana.operator.controller.reconciler import Reconciler
@@ -260,3 +262,72 @@ async def test_deleting_deployment_releases_capacity_then_its_finalizer() -> Non
 )
 def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
     assert merge_patch(old, new) == patch
+
+
+class HeldSite:
+    """A site backend whose looks complete only when the test says what the site shows."""
+
+    def __init__(self) -> None:
+        self.shows: asyncio.Queue[SiteReport] = asyncio.Queue()
+        self.applied: list[dict[str, Any]] = []
+        self.looked = 0
+
+    async def apply(self, config: dict[str, Any]) -> None:
+        self.applied.append(config)
+
+    async def observe(self) -> SiteReport:
+        report = await self.shows.get()
+        self.looked += 1
+        return report
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_site_not_looked_at_yet_keeps_a_deleted_deployments_finalizer() -> None:
+    """After a restart every site agent is new: a site it has not looked at may still run the app.
+
+    Issue 12, finding 10: the finalizer was released on the first pass after a restart, while Ray
+    still listed the application as DELETING.
+    """
+    writer = RecordingWriter()
+    backend = HeldSite()
+
+    async def factory() -> HeldSite:
+        return backend
+
+    br = site("br1", "BR")
+    chat = deployment("chat", ["BR"], finalizers=["soberana.io/finalizer"])
+    chat["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
+    rec = Reconciler(
+        writer,
+        OperatorConfig(debounce_s=0, probe_interval_s=0.01),
+        clock=lambda: T0,
+        backends=lambda _site: ("br1", factory),  # type: ignore[arg-type,return-value]
+    )
+    rec.attach(index(br), index(chat))
+    try:
+        await rec.reconcile_once()
+        assert writer.finalizers == {}, "the site was not looked at yet: it may still run ml-chat"
+
+        await backend.shows.put(
+            SiteReport(applications={}, present=frozenset({"ml-chat"}), version="2.60.0")
+        )
+        await _until(lambda: backend.looked == 1)
+        rec.trigger()
+        await rec.reconcile_once()
+        assert writer.finalizers == {}, "Ray still lists the application while it is deleted"
+
+        await backend.shows.put(SiteReport(version="2.60.0"))
+        await _until(lambda: backend.looked == 2)
+        await rec.reconcile_once()
+        assert writer.finalizers == {"chat": []}, "released once the site no longer has it"
+    finally:
+        await rec.stop()
+
+
+async def _until(done: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
