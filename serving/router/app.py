@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from soberana.operator.core.api import Residency
 from soberana.serving.router.auth import ApiKeys, Caller
 from soberana.serving.router.breaker import CircuitBreaker
 from soberana.serving.router.errors import error_response
@@ -42,9 +44,11 @@ from soberana.serving.router.forward import (
 from soberana.serving.router.health import HealthBook
 from soberana.serving.router.httpserver import (
     Answer,
+    Headers,
     HttpServer,
     Request,
     Response,
+    ResponseStream,
     json_response,
 )
 from soberana.serving.router.metrics import CONTENT_TYPE, RouterMetrics
@@ -68,6 +72,35 @@ _MODEL_KEY = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-
 
 
 @dataclass(frozen=True)
+class RequestOutcome:
+    """What came of one routed request, once it is finished (its last byte sent, or refused).
+
+    Never the API key, the prompt or the completion: the tenant stands for the caller, and sizes
+    for the content.
+    """
+
+    request_id: str  # the client's X-Request-Id when it sent one, else generated
+    received_at: float  # wall-clock seconds since the epoch
+    tenant: str | None  # the API key's tenant; None without API keys or before one is known
+    model: str | None  # "<namespace>/<name>" as the request named it, when it did
+    client_region: str | None
+    model_residency: Residency | None  # the model's own residency, once the model is known
+    restrictions: tuple[Restriction, ...]  # from the residency header and the API key
+    site: str | None  # the site whose answer the client got
+    site_jurisdiction: str | None
+    tried: tuple[str, ...]  # every site a request was sent to, in order
+    status: int  # the status code the client got
+    refusal: str | None  # the router's error code when it answered itself, such as
+    # "no_compliant_site" or "invalid_api_key"
+    request_bytes: int  # the request body's size
+    response_bytes: int  # the response body's size as sent to the client
+
+
+OutcomeHook = Callable[[RequestOutcome], None]
+"""Called with every routed request's outcome; it must not block (queue, then return)."""
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     region: str | None = None  # the client region of requests that name none
     forward: ForwardSettings = field(default_factory=ForwardSettings)
@@ -84,8 +117,10 @@ class Router:
         settings: RouterSettings,
         telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_outcome: OutcomeHook | None = None,
     ) -> None:
         self.settings = settings
+        self.on_outcome = on_outcome
         self.telemetry = telemetry or make_telemetry()
         self.clock = clock
         self.table = RoutingTable()
@@ -150,9 +185,19 @@ async def _logged(task: Background) -> None:
 class _RefusedError(Exception):
     """A request the router answers itself, with an error response."""
 
-    def __init__(self, response: Response, outcome: str) -> None:
-        self.response = response
-        self.outcome = outcome
+    def __init__(
+        self,
+        outcome: str,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: Headers = (),
+    ) -> None:
+        self.response = error_response(status, code, message, param=param, headers=headers)
+        self.outcome = outcome  # the metric label
+        self.code = code
 
 
 _MODEL_API = "/models/"
@@ -234,6 +279,11 @@ class _Endpoints:
         received = router.clock()
         span = router.telemetry.start_request_span(f"{request.method} {route}", request.headers)
         model = site = ""  # metric labels: only models in the table, to bound their number
+        caller: Caller | None = None
+        scope: RequestScope | None = None
+        decision: Decision | None = None
+        forwarded: Forwarded | None = None
+        refusal: str | None = None
         response: Answer
         try:
             try:
@@ -247,17 +297,25 @@ class _Endpoints:
                 forwarded = await self.forwarder.forward(request, decision, outbound)
                 site = forwarded.site or ""
                 response, outcome = self._answer(decision, forwarded, span)
+                if forwarded.response is None:
+                    refusal = "no_compliant_site"
                 if forwarded.site is not None:
                     added = router.clock() - received - forwarded.upstream_wait_s
                     router.metrics.added_latency.observe(added)
             except _RefusedError as refused:
-                response, outcome = refused.response, refused.outcome
+                response, outcome, refusal = refused.response, refused.outcome, refused.code
             span.set_attributes(
                 {"http.response.status_code": response.status, "soberana.outcome": outcome}
             )
         finally:
             span.end()
         router.metrics.requests(model, site, outcome).inc()
+        if router.on_outcome is not None:
+            router.on_outcome(
+                _outcome_of(
+                    request, model_key, caller, scope, decision, forwarded, response, refusal
+                )
+            )
         return response
 
     def _caller(self, request: Request) -> Caller | None:
@@ -268,13 +326,11 @@ class _Endpoints:
         caller = keys.identify(presented.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
             raise _RefusedError(
-                error_response(
-                    401,
-                    "invalid_api_key",
-                    "a valid API key is required: send it as 'Authorization: Bearer <key>'",
-                    headers=((b"WWW-Authenticate", b"Bearer"),),
-                ),
                 "unauthorized",
+                401,
+                "invalid_api_key",
+                "a valid API key is required: send it as 'Authorization: Bearer <key>'",
+                headers=((b"WWW-Authenticate", b"Bearer"),),
             )
         return caller
 
@@ -285,14 +341,12 @@ class _Endpoints:
             codes = [code.strip().upper() for code in header.split(",") if code.strip()]
             if not codes or not all(_JURISDICTION.match(code) for code in codes):
                 raise _RefusedError(
-                    error_response(
-                        400,
-                        "invalid_residency",
-                        f"{RESIDENCY_HEADER} must list ISO 3166-1 alpha-2 codes separated by "
-                        f"commas, such as 'BR,CL'; got {header[:100]!r}",
-                        param=RESIDENCY_HEADER,
-                    ),
                     "bad_request",
+                    400,
+                    "invalid_residency",
+                    f"{RESIDENCY_HEADER} must list ISO 3166-1 alpha-2 codes separated by "
+                    f"commas, such as 'BR,CL'; got {header[:100]!r}",
+                    param=RESIDENCY_HEADER,
                 )
             restrictions.append(Restriction(frozenset(codes), RESIDENCY_HEADER))
         if caller is not None and caller.residency is not None:
@@ -304,27 +358,22 @@ class _Endpoints:
             region = self.router.settings.region  # soberana router checks its --region
         elif not REGION_ID.match(region):
             raise _RefusedError(
-                error_response(
-                    400,
-                    "invalid_region",
-                    f"{REGION_HEADER} must be a region id such as 'br-southeast'; "
-                    f"got {region[:100]!r}",
-                    param=REGION_HEADER,
-                ),
                 "bad_request",
+                400,
+                "invalid_region",
+                f"{REGION_HEADER} must be a region id such as 'br-southeast'; got {region[:100]!r}",
+                param=REGION_HEADER,
             )
         return RequestScope(region=region, restrictions=tuple(restrictions))
 
     def _model_key(self, model_key: str | None) -> str:
         if model_key is None or not _MODEL_KEY.match(model_key):
             raise _RefusedError(
-                error_response(
-                    400,
-                    "invalid_model",
-                    'the request must name its model as "<namespace>/<name>" in "model"',
-                    param="model",
-                ),
                 "bad_request",
+                400,
+                "invalid_model",
+                'the request must name its model as "<namespace>/<name>" in "model"',
+                param="model",
             )
         return model_key
 
@@ -332,19 +381,19 @@ class _Endpoints:
         router = self.router
         if not router.has_table:
             raise _RefusedError(
-                error_response(503, "not_ready", "the router has not loaded its routing table"),
                 "not_ready",
+                503,
+                "not_ready",
+                "the router has not loaded its routing table",
             )
         model = router.table.models.get(model_key)
         if model is None:
             raise _RefusedError(
-                error_response(
-                    404,
-                    "model_not_found",
-                    f"model {model_key} is not in the routing table",
-                    param="model",
-                ),
                 "model_not_found",
+                404,
+                "model_not_found",
+                f"model {model_key} is not in the routing table",
+                param="model",
             )
         decision = decide(router.table, model, scope, router.health, router.clock())
         if span.is_recording():
@@ -358,8 +407,10 @@ class _Endpoints:
             )
         if not decision.candidates:
             raise _RefusedError(
-                error_response(503, "no_compliant_site", decision.refusal()),
                 "no_compliant_site",
+                503,
+                "no_compliant_site",
+                decision.refusal(),
             )
         return decision
 
@@ -401,6 +452,42 @@ def _outcome(status: int) -> str:
     if status < 400:
         return "ok"
     return "client_error" if status < 500 else "server_error"
+
+
+def _outcome_of(
+    request: Request,
+    model_key: str | None,
+    caller: Caller | None,
+    scope: RequestScope | None,
+    decision: Decision | None,
+    forwarded: Forwarded | None,
+    response: Answer,
+    refusal: str | None,
+) -> RequestOutcome:
+    served = forwarded.answered_by if forwarded is not None else None
+    jurisdiction = None
+    if served is not None and decision is not None:
+        jurisdiction = next(
+            (c.site.jurisdiction for c in decision.candidates if c.site.name == served), None
+        )
+    return RequestOutcome(
+        request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        received_at=request.received_at,
+        tenant=caller.tenant if caller is not None else None,
+        model=model_key,
+        client_region=scope.region if scope is not None else None,
+        model_residency=decision.model.residency if decision is not None else None,
+        restrictions=scope.restrictions if scope is not None else (),
+        site=served,
+        site_jurisdiction=jurisdiction,
+        tried=tuple(forwarded.tried) if forwarded is not None else (),
+        status=response.status,
+        refusal=refusal,
+        request_bytes=len(request.body),
+        response_bytes=response.body_bytes
+        if isinstance(response, ResponseStream)
+        else len(response.body),
+    )
 
 
 def _model_of(body: bytes) -> str | None:

@@ -64,7 +64,9 @@ class Forwarded:
     """What came of a request: the response the client got (None: no site answered)."""
 
     response: Answer | None = None
-    site: str | None = None
+    site: str | None = None  # the site that served it
+    answered_by: str | None = None  # the site whose answer the client got (a 5xx passed on too)
+    tried: list[str] = field(default_factory=list)  # every site the request was sent to
     upstream_wait_s: float = 0.0  # the serving site's time to its response headers
     failures: list[Exclusion] = field(default_factory=list)
     aborted: bool = False  # the site failed after the response had started
@@ -108,11 +110,14 @@ class Forwarder:
                 result.failures.append(Exclusion(candidate.site.name, refusal))
                 continue
             attempts += 1
+            result.tried.append(candidate.site.name)
             result.response = await self._attempt(client, decision, candidate, outbound, result)
             if result.response is not None:
                 return result
         # every attempt failed; if the last site answered a 5xx, pass that answer on
         result.response = result.server_error
+        if result.server_error is not None:
+            result.answered_by = result.tried[-1]
         return result
 
     async def _attempt(
@@ -170,7 +175,7 @@ class Forwarder:
     def _succeed(self, health: SiteHealth, waited: float, result: Forwarded, site: str) -> None:
         health.observe_latency(waited * 1000)
         health.breaker.on_success()
-        result.site = site
+        result.site = result.answered_by = site
         result.upstream_wait_s = waited
 
     def _fits_buffer(self, upstream: UpstreamResponse) -> bool:

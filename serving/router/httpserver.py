@@ -68,6 +68,7 @@ class Request:
         "method",
         "path",
         "raw_headers",
+        "received_at",
         "stream_started",
         "target",
         "version",
@@ -94,6 +95,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.stream_started = False
+        self.received_at = time.time()
 
     def stream(self, status: int, headers: Headers) -> ResponseStream:
         """Send the head of a streamed answer; its body follows through the stream."""
@@ -112,6 +114,7 @@ class ResponseStream:
         self._chunked = chunked
         self._head_only = head_only
         self.finished = False
+        self.body_bytes = 0  # written so far
 
     async def write(self, piece: bytes) -> None:
         """Send ``piece``; wait while the client lags. ConnectionResetError: the client left."""
@@ -120,6 +123,7 @@ class ResponseStream:
             raise ConnectionResetError("the client closed its connection")
         if self._head_only or not piece:
             return
+        self.body_bytes += len(piece)
         connection.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self._chunked else piece)
         if connection.write_paused:
             await connection.drained()

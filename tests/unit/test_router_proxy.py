@@ -19,7 +19,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from soberana.serving.router.app import Router, RouterSettings
+from soberana.serving.router.app import RequestOutcome, Router, RouterSettings
 from soberana.serving.router.auth import api_keys_from_document
 from soberana.serving.router.forward import ForwardSettings
 from soberana.serving.router.table import table_from_routes
@@ -457,3 +457,36 @@ async def test_spans_go_to_an_otlp_endpoint_only_when_one_is_configured() -> Non
             assert exported == (
                 [] if endpoint is None else [("/v1/traces", "application/x-protobuf")]
             )
+
+
+async def test_the_outcome_hook_sees_each_routed_request_without_its_key(setup: Setup) -> None:
+    outcomes: list[RequestOutcome] = []
+    setup.router.on_outcome = outcomes.append
+    setup.router.set_api_keys(
+        api_keys_from_document(
+            {"keys": [{"tenant": "acme", "key": "sk-acme-s3cret-0123", "residency": ["BR"]}]}
+        )
+    )
+    setup.sites["br1"].drop_connections = True
+    auth = {"Authorization": "Bearer sk-acme-s3cret-0123", "X-Request-Id": "req-1"}
+    status, _, _ = await setup.post(CHAT, chat(), auth)
+    assert status == 503
+    await setup.post(CHAT, chat(), {"Authorization": "Bearer wrong"})
+    setup.sites["br1"].drop_connections = False
+    await setup.post(CHAT, chat(), {**auth, "X-Soberana-Residency": "BR,CL"})
+
+    refused, unauthorized, served = outcomes
+    assert (refused.request_id, refused.tenant, refused.model) == ("req-1", "acme", MODEL)
+    assert (refused.status, refused.refusal, refused.tried) == (503, "no_compliant_site", ("br1",))
+    assert refused.site is None and refused.client_region == "br-southeast"
+    assert [r.source for r in refused.restrictions] == ["the API key of tenant acme"]
+    assert refused.model_residency is not None
+    assert refused.model_residency.allowed_jurisdictions == ["BR", "CL"]
+    assert (unauthorized.status, unauthorized.refusal, unauthorized.tenant) == (
+        401, "invalid_api_key", None)  # fmt: skip
+    assert (served.status, served.site, served.site_jurisdiction) == (200, "br1", "BR")
+    assert [r.jurisdictions for r in served.restrictions] == [
+        frozenset({"BR", "CL"}), frozenset({"BR"})]  # fmt: skip
+    assert served.request_bytes == len(json.dumps(chat()))
+    assert served.response_bytes > 0
+    assert "sk-acme-s3cret-0123" not in repr(outcomes)
