@@ -9,6 +9,7 @@ ending its whole process group — ``ray stop`` would stop every cluster on the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -20,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soberana.operator.devenv.controlplane import free_port, wait_for
-
-_RAY = Path(sys.executable).with_name("ray")
 
 
 @dataclass
@@ -105,9 +104,22 @@ def _signal_session(session: int, signum: int) -> None:
 
 
 def start_ray_site(
-    name: str, root: Path, *, worker_ports: tuple[int, int], num_gpus: int = 2
+    name: str,
+    root: Path,
+    *,
+    worker_ports: tuple[int, int],
+    num_gpus: int = 2,
+    num_cpus: int = 2,
+    accelerators: tuple[str, ...] = ("L4",),
+    python: Path | None = None,
 ) -> RaySite:
-    """Start a Ray head with its dashboard, then Serve on a free port; wait until both answer."""
+    """Start a Ray head with its dashboard, then Serve on a free port; wait until both answer.
+
+    The node is labelled with the Ray accelerator types in ``accelerators`` (as Ray labels a
+    node with the GPU it detects), so that replicas pinned to one (``accelerator_type``) start.
+    ``python`` is the interpreter of the environment Ray runs from (default: this one).
+    """
+    interpreter = python if python is not None else Path(sys.executable)
     temp_dir = Path(f"/tmp/sob-{name}-{os.getpid()}")  # Ray's socket paths must stay short
     site = RaySite(
         name=name,
@@ -131,7 +143,7 @@ def start_ray_site(
     }
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     argv = [
-        str(_RAY),
+        str(interpreter.with_name("ray")),
         "start",
         "--head",
         "--block",
@@ -150,8 +162,9 @@ def start_ray_site(
         f"--runtime-env-agent-port={free_port()}",
         f"--min-worker-port={worker_ports[0]}",
         f"--max-worker-port={worker_ports[1]}",
-        "--num-cpus=2",
+        f"--num-cpus={num_cpus}",
         f"--num-gpus={num_gpus}",
+        "--resources=" + json.dumps({f"accelerator_type:{kind}": 1 for kind in accelerators}),
         "--object-store-memory=200000000",
     ]
     with site.log.open("ab") as out:
@@ -179,7 +192,12 @@ def start_ray_site(
         """
     )
     started = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        [str(interpreter), "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=root,
     )
     if started.returncode != 0:
         site.stop()
