@@ -56,6 +56,7 @@ from soberana.operator.core.status import (
     merge_patch,
     site_status,
 )
+from soberana.operator.core.write_order import order_writes
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,18 @@ class ReconcileResult:
     finalizer_writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)  # (object key, reason)
     invalid: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _StatusUpdate:
+    """A ModelDeployment's status before and after this pass."""
+
+    key: str
+    raw: RawObject
+    previous: ModelDeploymentStatus | None
+    previous_json: dict[str, Any]
+    new: ModelDeploymentStatus
+    new_json: dict[str, Any]
 
 
 def _utcnow() -> dt.datetime:
@@ -224,9 +237,22 @@ class Reconciler:
             for name, check in checks.items()
         }
 
+        updates = {
+            update.key: update
+            for update in (
+                self._deployment_update(d, plan, raw_by_key, observed, now) for d in deployments
+            )
+        }
+        # releases before grants, so that no crash between writes over-commits a pool
+        order = order_writes(
+            {key: update.previous_json for key, update in updates.items()},
+            {key: update.new_json for key, update in updates.items()},
+        )
         jobs = [
-            self._deployment_job(d, plan, raw_by_key, observed, now, result) for d in deployments
+            self._release_job(updates[key], status, result)
+            for key, status in order.releases.items()
         ]
+        jobs += [self._deployment_job(updates[key], result) for key in order.first]
         jobs += [
             self._site_job(s, plan, raw_by_key, checks.get(s.metadata.name), now, result)
             for s in sites
@@ -236,6 +262,7 @@ class Reconciler:
         # finalizers first: their patches are guarded by the resourceVersion a status write bumps
         await self._sync_finalizers(raw_deployments, agents, limit, result)
         await _bounded(jobs, limit)
+        await _bounded((self._deployment_job(updates[key], result) for key in order.then), limit)
         self.last_result = result
         self._last_inputs = inputs  # only now: a pass that failed is not skipped when retried
         placed = sum(1 for decision in plan.deployments.values() if decision.placed)
@@ -391,38 +418,50 @@ class Reconciler:
         self._written[f"{plural}/{key}"] = (new, time.monotonic())
         return True
 
-    async def _deployment_job(
+    def _deployment_update(
         self,
         deployment: ModelDeployment,
         plan: Plan,
         raw_by_key: Mapping[str, RawObject],
         observed: Mapping[str, Mapping[str, Observation]],
         now: dt.datetime,
-        result: ReconcileResult,
-    ) -> None:
+    ) -> _StatusUpdate:
         key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
         raw = raw_by_key[key]
         previous_json = self._previous(DEPLOYMENTS, key, dict(raw.get("status") or {}))
         previous = ModelDeploymentStatus.model_validate(previous_json) if previous_json else None
-        decision = plan.deployments[key]
         new = deployment_status(
-            decision,
+            plan.deployments[key],
             previous=previous,
             generation=deployment.metadata.generation,
             observed=observed.get(key, {}),
             now=now,
         )
-        new_json = _json(new)
-        if not await self._write(DEPLOYMENTS, raw, new_json, previous_json):
+        return _StatusUpdate(key, raw, previous, previous_json, new, _json(new))
+
+    async def _release_job(
+        self, update: _StatusUpdate, intermediate: dict[str, Any], result: ReconcileResult
+    ) -> None:
+        """Write the part of a move that only releases, before any grant that waits for it."""
+        if await self._write(DEPLOYMENTS, update.raw, intermediate, update.previous_json):
+            result.status_writes += 1
+
+    async def _deployment_job(self, update: _StatusUpdate, result: ReconcileResult) -> None:
+        stored = dict(update.raw.get("status") or {})
+        previous_json = self._previous(DEPLOYMENTS, update.key, stored)  # the release, if any
+        if not await self._write(DEPLOYMENTS, update.raw, update.new_json, previous_json):
             return
         result.status_writes += 1
-        event = _placement_event(previous, new)
+        event = _placement_event(update.previous, update.new)
         if event is not None:
             warning, reason, message = event
             await self.writer.post_event(
-                ObjectRef.of(raw, DEPLOYMENTS), warning=warning, reason=reason, message=message
+                ObjectRef.of(update.raw, DEPLOYMENTS),
+                warning=warning,
+                reason=reason,
+                message=message,
             )
-            result.events.append((key, reason))
+            result.events.append((update.key, reason))
 
     async def _site_job(
         self,

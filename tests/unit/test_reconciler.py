@@ -8,7 +8,9 @@ refused, a watch that lags behind our own writes).
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -331,3 +333,88 @@ async def _until(done: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not done():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+def _pool_totals(deployments: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    totals: dict[tuple[str, str], int] = {}
+    for obj in deployments:
+        for entry in (obj.get("status") or {}).get("placements", []):
+            pool = (entry["site"], entry["gpuModel"])
+            totals[pool] = totals.get(pool, 0) + entry["replicas"]
+    return totals
+
+
+def _never_over_capacity(
+    patches: list[tuple[str, dict[str, Any]]],
+    deployments: list[dict[str, Any]],
+    capacity: Mapping[str, int],
+) -> None:
+    """Every prefix of ``patches`` (a crash after each write) keeps each pool within capacity."""
+    for crash_after in range(len(patches) + 1):
+        seen = copy.deepcopy(deployments)
+        apply(
+            [
+                (n, p)
+                for n, p in patches[:crash_after]
+                if n in {d["metadata"]["name"] for d in seen}
+            ],
+            seen,
+        )
+        for (site_name, _), claimed in _pool_totals(seen).items():
+            assert claimed <= capacity[site_name], (
+                f"after {crash_after} of {len(patches)} writes, {site_name} shows {claimed} GPUs "
+                f"claimed of {capacity[site_name]}"
+            )
+
+
+async def test_a_crash_between_status_writes_never_over_commits_a_pool() -> None:
+    """Issue 12, finding 11: two deployments swap sites; every prefix of the writes is safe."""
+    writer = RecordingWriter()
+    br, cl = site("br1", "BR", gpus=1), site("cl1", "CL", gpus=1)
+    a, b = deployment("a", ["BR"]), deployment("b", ["CL"])
+    rec = reconciler(writer)
+    rec.attach(index(br, cl), index(a, b))
+    await rec.reconcile_once()
+    apply(writer.patches, [br, cl, a, b])
+    assert _pool_totals([a, b]) == {("br1", "L4"): 1, ("cl1", "L4"): 1}
+
+    writer.patches.clear()
+    a["spec"]["residency"]["allowedJurisdictions"] = ["CL"]
+    b["spec"]["residency"]["allowedJurisdictions"] = ["BR"]
+    a["metadata"]["generation"] = b["metadata"]["generation"] = 2
+    before = copy.deepcopy([a, b])
+    await rec.reconcile_once()
+    patches = [(name, patch) for name, patch in writer.patches if name in {"a", "b"}]
+    _never_over_capacity(patches, before, {"br1": 1, "cl1": 1})
+    apply(patches, [a, b])
+    assert [p["site"] for p in a["status"]["placements"]] == ["cl1"]
+    assert [p["site"] for p in b["status"]["placements"]] == ["br1"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_random_replans_never_over_commit_between_writes(seed: int) -> None:
+    """Seeded random worlds and spec edits; a crash after any write leaves pools within capacity."""
+    rng = random.Random(seed)
+    jurisdictions = ["BR", "CL", "PE"]
+    sites = [site(f"s{i}", jurisdictions[i % 3], gpus=rng.randint(1, 3)) for i in range(5)]
+    capacity = {s["metadata"]["name"]: s["spec"]["gpus"][0]["count"] for s in sites}
+    deployments = []
+    for i in range(8):
+        d = deployment(f"d{i}", rng.sample(jurisdictions, rng.randint(1, 2)))
+        d["spec"]["replicas"] = rng.randint(1, 2)
+        deployments.append(d)
+    writer = RecordingWriter()
+    rec = reconciler(writer)
+    for _ in range(4):
+        rec.attach(index(*sites), index(*deployments))
+        before = copy.deepcopy(deployments)
+        await rec.reconcile_once()
+        names = {d["metadata"]["name"] for d in deployments}
+        patches = [(name, patch) for name, patch in writer.patches if name in names]
+        _never_over_capacity(patches, before, capacity)
+        apply(writer.patches, [*sites, *deployments])
+        writer.patches.clear()
+        for d in rng.sample(deployments, 3):
+            d["spec"]["residency"]["allowedJurisdictions"] = rng.sample(jurisdictions, 1)
+            d["spec"]["replicas"] = rng.randint(1, 2)
+            d["metadata"]["generation"] += 1
