@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.controller.config import LeaderElection, OperatorConfig
 from soberana.operator.core.placement import PlacementOptions, Solver
 
 
@@ -74,6 +74,45 @@ from soberana.operator.core.placement import PlacementOptions, Solver
     show_default=True,
     help="Namespace of the Secrets that sites refer to: the operator's own.",
 )
+@click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Run as one of several replicas: only the holder of the Lease soberana-operator (in "
+    "--secrets-namespace) writes; the others wait to take over.",
+)
+@click.option(
+    "--leader-elect-lease-duration",
+    type=click.FloatRange(min=1),
+    default=LeaderElection.lease_duration_s,
+    show_default=True,
+    help="Seconds a standby waits after the last renewal it saw before taking the Lease.",
+)
+@click.option(
+    "--leader-elect-renew-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=LeaderElection.renew_deadline_s,
+    show_default=True,
+    help="Seconds the leader keeps writing without a successful renewal; then it stops.",
+)
+@click.option(
+    "--leader-elect-retry-period",
+    type=click.FloatRange(min=0, min_open=True),
+    default=LeaderElection.retry_period_s,
+    show_default=True,
+    help="Seconds between tries to acquire or renew the Lease.",
+)
+@click.option(
+    "--leader-elect-identity",
+    default=None,
+    metavar="NAME",
+    help="This replica's name in the Lease (default: <hostname>_<uuid>).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (all interfaces) at /metrics.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--debug", is_flag=True, help="Log everything, Kopf's internals included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
@@ -88,15 +127,34 @@ def operator(
     probe_interval: float,
     unhealthy_after: float,
     secrets_namespace: str,
+    leader_elect: bool,
+    leader_elect_lease_duration: float,
+    leader_elect_renew_deadline: float,
+    leader_elect_retry_period: float,
+    leader_elect_identity: str | None,
+    metrics_port: int | None,
     verbose: bool,
     debug: bool,
     quiet: bool,
 ) -> None:
     """Place ModelDeployments on InferenceSites and keep their status true."""
+    import concurrent.futures
+
     import kopf
 
     from soberana.operator.controller.handlers import build_registry
 
+    election = None
+    if leader_elect:
+        try:
+            election = LeaderElection(
+                **({"identity": leader_elect_identity} if leader_elect_identity else {}),
+                lease_duration_s=leader_elect_lease_duration,
+                renew_deadline_s=leader_elect_renew_deadline,
+                retry_period_s=leader_elect_retry_period,
+            )
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--leader-elect-*") from error
     config = OperatorConfig(
         solver=solver,
         debounce_s=debounce,
@@ -105,14 +163,24 @@ def operator(
         unhealthy_after_s=unhealthy_after,
         secrets_namespace=secrets_namespace,
         placement=PlacementOptions(move_threshold=move_threshold),
+        leader_election=election,
+        metrics_port=metrics_port,
     )
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
     # the API client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    # losing the Lease stops Kopf (its cleanup runs) and then the process, with an error, as
+    # controller-runtime's manager does: the pod's restart makes it a candidate again
+    lost: concurrent.futures.Future[bool] = concurrent.futures.Future()
     kopf.run(
-        registry=build_registry(config, str(kubeconfig) if kubeconfig else None),
+        registry=build_registry(
+            config, str(kubeconfig) if kubeconfig else None, on_lost=lambda: lost.set_result(True)
+        ),
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
         standalone=True,
+        stop_flag=lost,
     )
+    if lost.done():
+        raise click.ClickException("leader election lost: stopped writing and exiting")

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
 from dataclasses import dataclass, field
 
 from soberana.operator.core.placement import Solver
 from soberana.operator.core.placement.options import PlacementOptions
+
+JITTER = 1.2  # client-go's JitterFactor: a candidate retries every retry period x [1, 1.2)
+
+
+def default_identity() -> str:
+    """``<hostname>_<uuid>`` as client-go makes it: the pod name, unique per process."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """Who this replica is in the election, and its timing (controller-runtime's defaults: a
+    15 s lease, renewed within 10 s, tried every 2 s)."""
+
+    identity: str = field(default_factory=default_identity)
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.retry_period_s <= 0 or self.lease_duration_s < 1:
+            raise ValueError("the retry period must be > 0 and the lease duration >= 1s")
+        if not self.lease_duration_s > self.renew_deadline_s:
+            raise ValueError(
+                f"the lease duration ({self.lease_duration_s:g}s) must be longer than the renew "
+                f"deadline ({self.renew_deadline_s:g}s)"
+            )
+        if not self.renew_deadline_s > JITTER * self.retry_period_s:
+            raise ValueError(
+                f"the renew deadline ({self.renew_deadline_s:g}s) must be longer than "
+                f"{JITTER:g} x the retry period ({self.retry_period_s:g}s)"
+            )
 
 
 @dataclass(frozen=True)
@@ -21,6 +55,9 @@ class OperatorConfig:
     ``probe_interval_s``: how often each site is looked at.
     ``unhealthy_after_s``: how long a site may stay unreachable before its deployments move.
     ``secrets_namespace``: where the Secrets that sites refer to live (the operator's namespace).
+    ``leader_election``: take the Lease ``soberana-operator`` there before writing anything; None
+    writes at once (one replica only).
+    ``metrics_port``: serve Prometheus metrics on this port; None serves none.
     """
 
     solver: Solver = "fast"
@@ -31,6 +68,8 @@ class OperatorConfig:
     unhealthy_after_s: float = 30.0
     secrets_namespace: str = "default"
     placement: PlacementOptions = field(default_factory=PlacementOptions)
+    leader_election: LeaderElection | None = None
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.solver not in ("fast", "optimal"):
