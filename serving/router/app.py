@@ -99,6 +99,10 @@ class RequestOutcome:
 OutcomeHook = Callable[[RequestOutcome], None]
 """Called with every routed request's outcome; it must not block (queue, then return)."""
 
+Admission = Callable[[], str | None]
+"""Asked before each routed request: why the router must refuse it now (503), or None. The
+audit log uses it to fail closed while its records cannot be written."""
+
 
 @dataclass(frozen=True)
 class RouterSettings:
@@ -118,9 +122,11 @@ class Router:
         telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_outcome: OutcomeHook | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.on_outcome = on_outcome
+        self.admission = admission
         self.telemetry = telemetry or make_telemetry()
         self.clock = clock
         self.table = RoutingTable()
@@ -287,6 +293,8 @@ class _Endpoints:
         response: Answer
         try:
             try:
+                if router.admission is not None and (closed := router.admission()) is not None:
+                    raise _RefusedError("audit_unavailable", 503, "audit_unavailable", closed)
                 caller = self._caller(request)
                 if caller is not None:
                     span.set_attribute("soberana.tenant", caller.tenant)
