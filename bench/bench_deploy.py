@@ -49,9 +49,8 @@ def spec(model: Path) -> dict[str, Any]:
     return {
         "model": {"uri": f"file://{model}", "format": "torchscript"},
         "replicas": 1,
-        "resources": {"gpus": 1},
+        "resources": {"gpus": 1, "cpus": 0.5},
         "traffic": [{"region": "br-southeast", "weight": 1}],
-        "serving": {"numCpus": 0.5},
     }
 
 

@@ -111,15 +111,18 @@ def _applications(folder: Path) -> list[SiteApplication]:
                 "maxBatchSize": MAX_BATCH if batched else 1,
                 "batchWaitTimeoutS": BATCH_WAIT_S if batched else 0,
                 "maxOngoingRequests": 64,
-                "numCpus": CPUS_PER_REPLICA,
             }
-            spec = {"model": {"uri": uri, "format": "torchscript"}, "serving": serving}
+            spec = {
+                "model": {"uri": uri, "format": "torchscript"},
+                "resources": {"cpus": CPUS_PER_REPLICA},
+                "serving": serving,
+            }
             name = f"{label}-{'batched' if batched else 'unbatched'}"
             deployment = Deployment(NAMESPACE, name, ModelDeploymentSpec.model_validate(spec))
             applications.append(SiteApplication(deployment, replicas=1))
     text = {
         "model": {"uri": make_language_model(folder / "chat").as_uri(), "format": "transformers"},
-        "serving": {"numCpus": CPUS_PER_REPLICA},
+        "resources": {"cpus": CPUS_PER_REPLICA},
     }
     chat = Deployment(NAMESPACE, "chat", ModelDeploymentSpec.model_validate(text))
     return [*applications, SiteApplication(chat, replicas=1)]

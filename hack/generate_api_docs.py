@@ -177,6 +177,8 @@ def _constraints(node: Schema) -> list[str]:
     elif node["type"] == "object":
         if isinstance(node.get("additionalProperties"), dict):
             said += _scalar_constraints(node["additionalProperties"], "Each value: ")
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            said.append("Free-form: any keys, checked by soberana rather than the schema.")
         if "maxProperties" in node:
             said.append(f"At most {node['maxProperties']} entries.")
     else:
@@ -192,6 +194,9 @@ def _scalar_constraints(node: Schema, prefix: str) -> list[str]:
     if "enum" in node:
         terms.append("one of " + ", ".join(f"`{value}`" for value in node["enum"]))
     low, high = node.get("minimum"), node.get("maximum")
+    if low is not None and node.get("exclusiveMinimum"):
+        terms.append(f"more than {_number(low)}")
+        low = None
     if low is not None and high is not None:
         terms.append(f"range {_number(low)} to {_number(high)}")
     elif low is not None:

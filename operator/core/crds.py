@@ -49,9 +49,12 @@ _PASSED_THROUGH = frozenset(
         "x-kubernetes-validations",
         "x-kubernetes-list-type",
         "x-kubernetes-list-map-keys",
+        "x-kubernetes-preserve-unknown-fields",
     }
 )
 _DROPPED = frozenset({"title", "$defs"})
+# JSON Schema's numeric exclusive bounds, written the OpenAPI v3.0 way (a bound plus a flag).
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 _RECURSED = frozenset({"properties", "items", "additionalProperties", "$ref", "anyOf"})
 
 _API_VERSION_DESCRIPTION = (
@@ -84,7 +87,13 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
                 _column("Region", "string", ".spec.region", "Region id of the site."),
                 _column("Jurisdiction", "string", ".spec.jurisdiction", "Governing law."),
                 _column("GPUs", "string", ".status.gpuUsage", "GPUs allocated/total."),
-                _column("Hourly-Cost", "number", ".status.hourlyCost", "Cost of allocated GPUs."),
+                _column("CPUs", "string", ".status.cpuUsage", "CPU cores allocated/total."),
+                _column(
+                    "Hourly-Cost",
+                    "number",
+                    ".status.hourlyCost",
+                    "Cost of allocated GPUs and cores.",
+                ),
                 _column(
                     "Ready",
                     "string",
@@ -225,10 +234,14 @@ def _docstring(model: type[BaseModel]) -> str:
 def _structural(node: Schema, defs: Schema, *, where: str) -> Schema:
     """Rewrite one pydantic JSON-schema node (and its children) into structural form."""
     node = _resolve(node, defs, where=where)
-    unknown = set(node) - _PASSED_THROUGH - _DROPPED - _RECURSED
+    unknown = set(node) - _PASSED_THROUGH - _DROPPED - _RECURSED - set(_EXCLUSIVE)
     if unknown:
         raise ValueError(f"{where}: JSON-schema keywords {sorted(unknown)} have no CRD equivalent")
     result: Schema = {key: value for key, value in node.items() if key in _PASSED_THROUGH}
+    for exclusive, bound in _EXCLUSIVE.items():
+        if exclusive in node:
+            result[bound] = node[exclusive]
+            result[exclusive] = True
     if "properties" in node:
         result["properties"] = {
             name: _structural(child, defs, where=f"{where}.{name}")

@@ -168,7 +168,7 @@ def _deployment_options(spec: ModelDeploymentSpec, replicas: int) -> dict[str, A
         }
     options["max_ongoing_requests"] = spec.serving.max_ongoing_requests
     options["ray_actor_options"] = {
-        "num_cpus": float(spec.serving.num_cpus),
+        "num_cpus": float(spec.resources.cpus),
         "num_gpus": float(spec.resources.gpus),
     }
     return options

@@ -116,14 +116,13 @@ def test_deploy_serve_fail_over_and_delete(
                 "spec": {
                     "model": {"uri": f"file://{model}", "format": "torchscript"},
                     "replicas": 1,
-                    "resources": {"gpus": 1, "gpuModels": ["L4"]},
+                    "resources": {"gpus": 1, "gpuModels": ["L4"], "cpus": 0.5},
                     "traffic": [{"region": "br-southeast", "weight": 1}],
                     "residency": {"allowedJurisdictions": ["BR"]},
                     "placement": {
                         "strategy": "cost",
                         "siteSelector": {"matchLabels": {LABEL: namespace}},
                     },
-                    "serving": {"numCpus": 0.5},
                 },
             },
             namespace=namespace,

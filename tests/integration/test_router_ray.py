@@ -37,7 +37,7 @@ MODEL = "ml/chat"
 def ray_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe]:
     uri = make_language_model(tmp_path_factory.mktemp("models") / "chat").as_uri()
     spec = ModelDeploymentSpec.model_validate(
-        {"model": {"uri": uri, "format": "transformers"}, "serving": {"numCpus": 1}}
+        {"model": {"uri": uri, "format": "transformers"}, "resources": {"cpus": 1}}
     )
     config = render_serve_config("br1", [SiteApplication(Deployment("ml", "chat", spec), 1)])
     with local_serve() as site:

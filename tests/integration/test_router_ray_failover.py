@@ -37,7 +37,7 @@ def ray_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ra
     root = tmp_path_factory.mktemp("ray-sites")
     uri = make_scripted_model(root / "scorer").as_uri()
     spec = ModelDeploymentSpec.model_validate(
-        {"model": {"uri": uri, "format": "torchscript"}, "serving": {"numCpus": 0.5}}
+        {"model": {"uri": uri, "format": "torchscript"}, "resources": {"cpus": 0.5}}
     )
     sites: dict[str, RaySite] = {}
     try:

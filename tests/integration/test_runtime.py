@@ -43,7 +43,11 @@ class Served:
 
 def spec(uri: str, model_format: str, **serving: Any) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate(
-        {"model": {"uri": uri, "format": model_format}, "serving": {"numCpus": 1, **serving}}
+        {
+            "model": {"uri": uri, "format": model_format},
+            "resources": {"cpus": 1},
+            "serving": serving,
+        }
     )
 
 

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from soberana.operator.core.api import (
+    CPU_POOL,
+    EngineName,
     InferenceSite,
+    InferenceSiteSpec,
     LabelSelector,
     ModelDeployment,
     ModelDeploymentSpec,
@@ -65,12 +68,18 @@ def test_python_names_and_wire_names_both_work() -> None:
     by_name = ModelDeploymentSpec.model_validate(
         {
             "model": {"uri": "s3://bucket/m"},
+            "traffic": [{"region": "br"}],
             "latency_slo_ms": 40,
-            "resources": {"gpu_memory_gib": 8},
+            "resources": {"gpu_memory_gib": 8, "memory_gib": 16},
         }
     )
     by_alias = ModelDeploymentSpec.model_validate(
-        {"model": {"uri": "s3://bucket/m"}, "latencySLOms": 40, "resources": {"gpuMemoryGiB": 8}}
+        {
+            "model": {"uri": "s3://bucket/m"},
+            "traffic": [{"region": "br"}],
+            "latencySLOms": 40,
+            "resources": {"gpuMemoryGiB": 8, "memoryGiB": 16},
+        }
     )
     assert by_name == by_alias
     assert by_alias.model_dump(by_alias=True, exclude_none=True)["latencySLOms"] == 40
@@ -142,3 +151,80 @@ def test_status_is_written_in_camel_case_and_tolerates_unknown_fields() -> None:
         "state": "Pending",
     }
     assert ModelDeploymentStatus.model_validate({**written, "futureField": 1}) == status
+
+
+@pytest.mark.parametrize(
+    ("model", "engine", "expected"),
+    [
+        ({"uri": "file:///m.gguf", "format": "gguf"}, None, EngineName.LLAMACPP),
+        ({"uri": "file:///m.pt", "format": "torchscript"}, None, EngineName.TORCH),
+        ({"uri": "file:///m"}, None, EngineName.TRANSFORMERS),
+        ({"uri": "file:///m"}, {"name": "vllm"}, EngineName.VLLM),
+    ],
+)
+def test_engine_defaults_follow_the_format(
+    model: dict[str, Any], engine: dict[str, Any] | None, expected: EngineName
+) -> None:
+    body: dict[str, Any] = {"model": model}
+    if engine is not None:
+        body["engine"] = engine
+    spec = ModelDeploymentSpec.model_validate(body)
+    assert spec.engine_name is expected
+    assert spec.engine_args == {}
+
+
+def test_engine_args_are_checked_naming_the_key() -> None:
+    body = {"model": {"uri": "file:///m"}, "engine": {"name": "vllm", "args": {"max_len": 1}}}
+    with pytest.raises(ValueError, match=r"spec\.engine\.args\.max_len"):
+        ModelDeploymentSpec.model_validate(body)
+    with pytest.raises(ValueError, match=r"spec\.engine\.args\.model"):
+        ModelDeploymentSpec.model_validate(
+            {**body, "engine": {"name": "vllm", "args": {"model": "x"}}}
+        )
+
+
+def test_engine_args_unknown_to_an_argless_engine_are_refused() -> None:
+    body = {"model": {"uri": "file:///m"}, "engine": {"name": "transformers", "args": {"a": 1}}}
+    with pytest.raises(ValueError, match=r"spec\.engine\.args\.a"):
+        ModelDeploymentSpec.model_validate(body)
+
+
+def test_cpu_only_resources() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"uri": "file:///m.gguf", "format": "gguf"},
+            "resources": {"gpus": 0, "cpus": 2, "memoryGiB": 1},
+        }
+    )
+    assert spec.resources.cpu_only
+    assert (spec.resources.cpus, spec.resources.memory_gib) == (2, 1)
+    gpu = ModelDeploymentSpec.model_validate({"model": {"uri": "file:///m"}})
+    assert not gpu.resources.cpu_only
+    assert (gpu.resources.gpus, gpu.resources.cpus, gpu.resources.memory_gib) == (1, 1, None)
+
+
+def _site(**spec: Any) -> dict[str, Any]:
+    return {
+        "tier": "edge",
+        "region": "pe-central",
+        "jurisdiction": "PE",
+        "backend": {"ray": {"dashboardURL": "http://h:8265", "serveURL": "http://h:8000"}},
+        **spec,
+    }
+
+
+def test_a_site_may_have_only_a_cpu_pool() -> None:
+    spec = InferenceSiteSpec.model_validate(
+        _site(cpus={"count": 16, "memoryGiB": 32, "hourlyCost": 0.02})
+    )
+    assert spec.gpus == []
+    assert (spec.gpus_total, spec.cpus_total) == (0, 16)
+    assert spec.cpus is not None and spec.cpus.memory_gib == 32
+    with pytest.raises(ValueError, match=r"spec\.gpus .* or spec\.cpus"):
+        InferenceSiteSpec.model_validate(_site())
+
+
+def test_no_gpu_pool_may_take_the_cpu_pool_name() -> None:
+    pool = {"model": CPU_POOL.upper(), "count": 1, "memoryGiB": 8, "hourlyCost": 1}
+    with pytest.raises(ValueError, match=r"spec\.cpus"):
+        InferenceSiteSpec.model_validate(_site(gpus=[pool]))

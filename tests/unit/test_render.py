@@ -83,7 +83,7 @@ def test_each_placement_becomes_an_application_with_its_replicas(
             (options,) = found["deployments"]
             assert options["name"] == RUNTIME_DEPLOYMENT_NAME
             assert options["ray_actor_options"] == {
-                "num_cpus": spec.spec.serving.num_cpus,
+                "num_cpus": spec.spec.resources.cpus,
                 "num_gpus": spec.spec.resources.gpus,
             }
             assert options["max_ongoing_requests"] == spec.spec.serving.max_ongoing_requests

@@ -6,6 +6,7 @@ them (see :mod:`soberana.operator.core.crds`), field descriptions included.
 
 from soberana.operator.core.api.base import (
     API_VERSION,
+    CPU_POOL,
     DEFAULT_NAMESPACE,
     GROUP,
     VERSION,
@@ -14,6 +15,8 @@ from soberana.operator.core.api.base import (
 from soberana.operator.core.api.deployment import (
     Autoscaling,
     Budget,
+    Engine,
+    EngineName,
     ModelDeployment,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -38,6 +41,7 @@ from soberana.operator.core.api.meta import (
 )
 from soberana.operator.core.api.site import (
     Backend,
+    CpuPool,
     GpuPool,
     InferenceSite,
     InferenceSiteSpec,
@@ -49,6 +53,7 @@ from soberana.operator.core.api.site import (
 
 __all__ = [
     "API_VERSION",
+    "CPU_POOL",
     "DEFAULT_NAMESPACE",
     "GROUP",
     "VERSION",
@@ -57,6 +62,9 @@ __all__ = [
     "Budget",
     "Condition",
     "ConditionStatus",
+    "CpuPool",
+    "Engine",
+    "EngineName",
     "GpuPool",
     "InferenceSite",
     "InferenceSiteSpec",

@@ -25,6 +25,8 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = "soberana.io/v1alpha1"
 DEFAULT_NAMESPACE: Final = "default"
 """Where a namespaced object without a namespace lives, as with kubectl."""
+CPU_POOL: Final = "cpu"
+"""The pool name of CPU-only replicas where a GPU model is named (placements, allocations)."""
 
 # A DNS label, as Kubernetes uses for namespaces; region ids follow the same shape.
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -1,19 +1,22 @@
 """The ModelDeployment resource: a model to serve, where its users are, where and at what cost.
 
-Namespaced. The spec is the user's intent (model, replicas or autoscaling, GPUs per replica, traffic
-by region, latency SLO, residency, placement preferences, budget, runtime settings); the status is
+Namespaced. The spec is the user's intent (model and the engine that serves it, replicas or
+autoscaling, GPUs or CPU cores per replica, traffic by region, latency SLO, residency, placement
+preferences, budget, runtime settings); the status is
 the operator's answer (placements per site, cost, conditions, and why other sites were not used).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soberana.operator.core.api.base import (
     API_VERSION,
+    CPU_POOL,
     LIST_SET,
     CelRule,
     GpuModelName,
@@ -26,6 +29,7 @@ from soberana.operator.core.api.base import (
     require_unique,
 )
 from soberana.operator.core.api.meta import Condition, LabelSelector, ObjectMeta
+from soberana.operator.core.engines import check_args
 
 _MAX_REPLICAS = 1024
 
@@ -35,6 +39,31 @@ class ModelFormat(StrEnum):
 
     TRANSFORMERS = "transformers"
     TORCHSCRIPT = "torchscript"
+    GGUF = "gguf"
+
+
+class EngineName(StrEnum):
+    """The serving engine that loads the model and answers its requests."""
+
+    LLAMACPP = "llamacpp"
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+    TORCH = "torch"
+
+
+DEFAULT_ENGINES: Mapping[ModelFormat, EngineName] = {
+    ModelFormat.GGUF: EngineName.LLAMACPP,
+    ModelFormat.TORCHSCRIPT: EngineName.TORCH,
+    ModelFormat.TRANSFORMERS: EngineName.TRANSFORMERS,
+}
+"""The engine of each format when spec.engine is unset."""
+
+ENGINES_BY_FORMAT: Mapping[ModelFormat, tuple[EngineName, ...]] = {
+    ModelFormat.GGUF: (EngineName.LLAMACPP,),
+    ModelFormat.TORCHSCRIPT: (EngineName.TORCH,),
+    ModelFormat.TRANSFORMERS: (EngineName.TRANSFORMERS, EngineName.VLLM),
+}
+"""The engines that can load each format."""
 
 
 class Strategy(StrEnum):
@@ -45,8 +74,24 @@ class Strategy(StrEnum):
     BALANCED = "balanced"
 
 
+_GGUF_URI_MESSAGE = (
+    "spec.model.uri must name a .gguf file when spec.model.format is gguf (such as "
+    "file:///models/smollm2.Q4_1.gguf)"
+)
+
+
 class ModelSource(SpecModel):
     """Where the model's files are and in which format."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                rule="self.format != 'gguf' || self.uri.endsWith('.gguf')",
+                message=_GGUF_URI_MESSAGE,
+                field_path=".uri",
+            )
+        )
+    )
 
     uri: str = Field(
         max_length=2048,
@@ -58,9 +103,41 @@ class ModelSource(SpecModel):
     format: ModelFormat = Field(
         ModelFormat.TRANSFORMERS,
         description="transformers: a Hugging Face model directory, served with an "
-        "OpenAI-compatible text API. torchscript: a scripted torch module, served with a "
-        "tensor API.",
+        "OpenAI-compatible text API. gguf: one .gguf file (llama.cpp's format), served with "
+        "the same API. torchscript: a scripted torch module, served with a tensor API.",
     )
+
+    @model_validator(mode="after")
+    def _gguf_is_a_file(self) -> ModelSource:
+        if self.format is ModelFormat.GGUF and not self.uri.endswith(".gguf"):
+            raise ValueError(_GGUF_URI_MESSAGE)
+        return self
+
+
+class Engine(SpecModel):
+    """The serving engine and its own arguments."""
+
+    name: EngineName = Field(
+        description="llamacpp: llama.cpp, for gguf models on CPU and small GPUs. vllm: vLLM "
+        "through Ray Serve LLM, for transformers models on GPUs. transformers: soberana's "
+        "simple runtime, a fallback for models llama.cpp and vLLM cannot load. torch: "
+        "torchscript modules."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="The engine's own arguments, passed to it as they are, such as {n_ctx: "
+        "4096, n_parallel: 8} for llamacpp. Unknown keys, and keys soberana sets from other "
+        "fields, are refused.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _known_args(self) -> Engine:
+        errors = check_args(self.name.value, self.args)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
 
 
 class Autoscaling(SpecModel):
@@ -83,8 +160,8 @@ class Autoscaling(SpecModel):
     max_replicas: int = Field(
         ge=1,
         le=_MAX_REPLICAS,
-        description="Most replicas, across all sites together. Placement reserves GPUs and "
-        "budget for this many.",
+        description="Most replicas, across all sites together. Placement reserves GPUs (or "
+        "cores) and budget for this many.",
     )
     target_ongoing_requests: float = Field(
         2.0,
@@ -103,14 +180,60 @@ class Autoscaling(SpecModel):
         return self
 
 
+_CPU_ONLY_CORES = (
+    "spec.resources.cpus must be a whole number of cores, at least 1, when resources.gpus is 0 "
+    "(placement counts the cores of a site's CPU pool)"
+)
+_CPU_ONLY_MEMORY = (
+    "spec.resources.memoryGiB is required when resources.gpus is 0: set the memory one "
+    "CPU-only replica needs"
+)
+_CPU_ONLY_NO_GPU_FIELDS = (
+    "spec.resources.gpuModels and spec.resources.gpuMemoryGiB apply to GPUs only: remove them "
+    "when resources.gpus is 0"
+)
+_CPU_NOT_A_GPU = (
+    f"spec.resources.gpuModels cannot list {CPU_POOL!r}: set resources.gpus: 0 for a CPU-only "
+    "replica"
+)
+
+
 class Resources(SpecModel):
     """What one replica needs."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                rule="self.gpus != 0 || (self.cpus >= 1.0 && self.cpus == double(int(self.cpus)))",
+                message=_CPU_ONLY_CORES,
+                field_path=".cpus",
+            ),
+            CelRule(
+                rule="self.gpus != 0 || has(self.memoryGiB)",
+                message=_CPU_ONLY_MEMORY,
+                field_path=".memoryGiB",
+            ),
+            CelRule(
+                rule="self.gpus != 0 || ((!has(self.gpuModels) || size(self.gpuModels) == 0) "
+                "&& !has(self.gpuMemoryGiB))",
+                message=_CPU_ONLY_NO_GPU_FIELDS,
+                field_path=".gpuModels",
+            ),
+            CelRule(
+                rule=f"!has(self.gpuModels) || self.gpuModels.all(m, m.lowerAscii() != "
+                f"'{CPU_POOL}')",
+                message=_CPU_NOT_A_GPU,
+                field_path=".gpuModels",
+            ),
+        )
+    )
+
     gpus: int = Field(
         1,
-        ge=1,
+        ge=0,
         le=64,
-        description="GPUs per replica, all of one model and on one site.",
+        description="GPUs per replica, all of one model and on one site. 0: a CPU-only replica, "
+        "placed on a site's CPU pool (spec.cpus).",
     )
     gpu_models: list[GpuModelName] = Field(
         default_factory=list,
@@ -125,12 +248,47 @@ class Resources(SpecModel):
         le=4096,
         description="Memory each of the replica's GPUs must have, in GiB.",
     )
+    cpus: float = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="CPU cores per replica. For a CPU-only replica a whole number, counted "
+        "against the site's CPU pool, and the engine's thread count; for a GPU replica, "
+        "reserved in Ray only.",
+    )
+    memory_gib: float | None = Field(
+        None,
+        alias="memoryGiB",
+        gt=0,
+        le=65_536,
+        description="Memory per replica, in GiB. Required for a CPU-only replica, counted "
+        "against the site's CPU pool; for a GPU replica, reserved in Ray only. Unset: no "
+        "reservation.",
+    )
 
     @field_validator("gpu_models")
     @classmethod
     def _models_unique(cls, models: list[str]) -> list[str]:
         require_unique(models, "gpuModels")
+        if any(model.lower() == CPU_POOL for model in models):
+            raise ValueError(_CPU_NOT_A_GPU)
         return models
+
+    @model_validator(mode="after")
+    def _cpu_only_complete(self) -> Resources:
+        if self.gpus == 0:
+            if self.cpus < 1 or self.cpus != int(self.cpus):
+                raise ValueError(_CPU_ONLY_CORES)
+            if self.memory_gib is None:
+                raise ValueError(_CPU_ONLY_MEMORY)
+            if self.gpu_models or self.gpu_memory_gib is not None:
+                raise ValueError(_CPU_ONLY_NO_GPU_FIELDS)
+        return self
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether a replica runs on a site's CPU pool instead of GPUs."""
+        return self.gpus == 0
 
 
 class TrafficSource(SpecModel):
@@ -216,8 +374,9 @@ class Placement(SpecModel):
 
     strategy: Strategy = Field(
         Strategy.BALANCED,
-        description="cost: cheapest GPU-hours. latency: lowest traffic-weighted round-trip time "
-        "to the nearest chosen site. balanced: both, each relative to its best possible value.",
+        description="cost: cheapest GPU- and core-hours. latency: lowest traffic-weighted "
+        "round-trip time to the nearest chosen site. balanced: both, each relative to its best "
+        "possible value.",
     )
     min_sites: int = Field(
         1,
@@ -268,7 +427,6 @@ class Serving(SpecModel):
     max_ongoing_requests: int = Field(
         16, ge=1, le=100_000, description="Most requests a replica holds at once."
     )
-    num_cpus: float = Field(1, ge=0, le=1024, description="CPUs reserved per replica.")
 
     @model_validator(mode="after")
     def _batches_can_fill(self) -> Serving:
@@ -284,6 +442,14 @@ _MIN_SITES_RULE = (
     "spec.placement.minSites cannot exceed the replica count (spec.replicas, or "
     "spec.autoscaling.maxReplicas), as every site gets at least one replica: lower minSites or "
     "add replicas"
+)
+_SLO_NEEDS_TRAFFIC = (
+    "spec.latencySLOms needs spec.traffic: the SLO is checked for each traffic region, so add "
+    "traffic regions (such as traffic: [{region: br-southeast}]) or remove latencySLOms"
+)
+_ENGINE_FORMAT = (
+    "spec.engine.name cannot load spec.model.format: gguf needs llamacpp, torchscript needs "
+    "torch, transformers needs transformers or vllm"
 )
 
 
@@ -304,10 +470,27 @@ class ModelDeploymentSpec(SpecModel):
                 message=_MIN_SITES_RULE,
                 field_path=".placement.minSites",
             ),
+            CelRule(
+                rule="!has(self.latencySLOms) || (has(self.traffic) && size(self.traffic) > 0)",
+                message=_SLO_NEEDS_TRAFFIC,
+                field_path=".latencySLOms",
+            ),
+            CelRule(
+                rule="!has(self.engine) || (self.model.format == 'gguf' ? "
+                "self.engine.name == 'llamacpp' : (self.model.format == 'torchscript' ? "
+                "self.engine.name == 'torch' : self.engine.name in ['transformers', 'vllm']))",
+                message=_ENGINE_FORMAT,
+                field_path=".engine.name",
+            ),
         )
     )
 
     model: ModelSource = Field(description="The model to serve.")
+    engine: Engine | None = Field(
+        None,
+        description="The engine that serves the model, and its arguments. Unset: the format's "
+        "default (gguf: llamacpp, torchscript: torch, transformers: transformers).",
+    )
     replicas: int | None = Field(
         None,
         ge=1,
@@ -349,6 +532,10 @@ class ModelDeploymentSpec(SpecModel):
             raise ValueError("set spec.replicas or spec.autoscaling, not both")
         if self.placement.min_sites > self.reserved_replicas:
             raise ValueError(_MIN_SITES_RULE)
+        if self.latency_slo_ms is not None and not self.traffic:
+            raise ValueError(_SLO_NEEDS_TRAFFIC)
+        if self.engine is not None and self.engine.name not in ENGINES_BY_FORMAT[self.model.format]:
+            raise ValueError(_ENGINE_FORMAT)
         return self
 
     @field_validator("traffic")
@@ -359,10 +546,22 @@ class ModelDeploymentSpec(SpecModel):
 
     @property
     def reserved_replicas(self) -> int:
-        """Replicas placement reserves GPUs and budget for: replicas, or autoscaling's maximum."""
+        """Replicas placement reserves room and budget for: replicas, or autoscaling's maximum."""
         if self.autoscaling is not None:
             return self.autoscaling.max_replicas
         return self.replicas if self.replicas is not None else 1
+
+    @property
+    def engine_name(self) -> EngineName:
+        """The engine that serves the model: spec.engine.name, or the format's default."""
+        if self.engine is not None:
+            return self.engine.name
+        return DEFAULT_ENGINES[self.model.format]
+
+    @property
+    def engine_args(self) -> dict[str, Any]:
+        """spec.engine.args ({} without spec.engine)."""
+        return dict(self.engine.args) if self.engine is not None else {}
 
 
 class PlacementState(StrEnum):
@@ -378,10 +577,14 @@ class PlacementStatus(StatusModel):
     """The replicas of a deployment at one site."""
 
     site: str = Field(description="Name of the InferenceSite.")
-    gpu_model: str = Field(description="GPU model the replicas use there.")
+    gpu_model: str = Field(
+        description=f"GPU model the replicas use there, or {CPU_POOL} for CPU-only replicas."
+    )
     replicas: int = Field(ge=1, description="Replicas placed at the site.")
     ready_replicas: int = Field(0, ge=0, description="Replicas running and healthy there.")
-    hourly_cost: float = Field(ge=0, description="Hourly cost of the replicas' GPUs there.")
+    hourly_cost: float = Field(
+        ge=0, description="Hourly cost of the replicas' GPUs, or CPU cores, there."
+    )
     regions: list[str] = Field(
         default_factory=list,
         description="Traffic regions for which this is the nearest chosen site.",

@@ -1,9 +1,9 @@
 """The InferenceSite resource: one place where models can run, what it offers and how to reach it.
 
 Cluster-scoped. A site is a Ray cluster in a cloud region, an on-premises cluster or an edge box;
-its spec says where it is (region, legal jurisdiction), what GPUs it has at what price, how far it
-is from each user region, and how soberana drives it (an existing Ray cluster, or a Kubernetes
-cluster running KubeRay).
+its spec says where it is (region, legal jurisdiction), what GPUs and CPU cores it has at what
+price, how far it is from each user region, and how soberana drives it (an existing Ray cluster,
+or a Kubernetes cluster running KubeRay).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from soberana.operator.core.api.base import (
     API_VERSION,
+    CPU_POOL,
     CelRule,
     GpuModelName,
     HttpUrl,
@@ -41,8 +42,24 @@ class Tier(StrEnum):
     EDGE = "edge"
 
 
+_NOT_CPU_MESSAGE = (
+    f"gpus[].model cannot be {CPU_POOL!r}, the name of the CPU pool: describe CPU cores in "
+    "spec.cpus"
+)
+
+
 class GpuPool(SpecModel):
     """The GPUs of one model at a site, and their price."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                rule=f"self.model.lowerAscii() != '{CPU_POOL}'",
+                message=_NOT_CPU_MESSAGE,
+                field_path=".model",
+            )
+        )
+    )
 
     model: GpuModelName = Field(
         description="GPU model as deployments ask for it in resources.gpuModels, such as L4 or "
@@ -58,6 +75,32 @@ class GpuPool(SpecModel):
         ge=0,
         le=1_000_000,
         description="Price of one GPU of this model for one hour, in the site's currency.",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _not_cpu(cls, model: str) -> str:
+        if model.lower() == CPU_POOL:
+            raise ValueError(_NOT_CPU_MESSAGE)
+        return model
+
+
+class CpuPool(SpecModel):
+    """The CPU cores soberana may use at a site for CPU-only replicas, their memory and price."""
+
+    count: int = Field(
+        ge=1, le=1_000_000, description="Number of vCPU cores that soberana may use."
+    )
+    memory_gib: float = Field(
+        alias="memoryGiB",
+        gt=0,
+        le=1_048_576,
+        description="Memory available to CPU-only replicas, all cores together, in GiB.",
+    )
+    hourly_cost: float = Field(
+        ge=0,
+        le=1_000_000,
+        description="Price of one core for one hour, in the site's currency.",
     )
 
 
@@ -133,8 +176,20 @@ class Backend(SpecModel):
         return str(self.kuberay.serve_url) if self.kuberay and self.kuberay.serve_url else None
 
 
+_CAPACITY_MESSAGE = "a site needs spec.gpus (at least one pool) or spec.cpus, or both"
+
+
 class InferenceSiteSpec(SpecModel):
     """Where the site is, what it offers, how far it is from users, and how to drive it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                rule="(has(self.gpus) && size(self.gpus) > 0) || has(self.cpus)",
+                message=_CAPACITY_MESSAGE,
+            )
+        )
+    )
 
     tier: Tier = Field(description="Kind of site: cloud, onprem or edge.")
     region: RegionId = Field(
@@ -150,14 +205,19 @@ class InferenceSiteSpec(SpecModel):
         pattern=r"^[A-Z]{3}$",
         min_length=3,
         max_length=3,
-        description="ISO 4217 code of the currency of gpus[].hourlyCost. Placement compares "
-        "costs as plain numbers, so keep every site in one currency.",
+        description="ISO 4217 code of the currency of gpus[].hourlyCost and cpus.hourlyCost. "
+        "Placement compares costs as plain numbers, so keep every site in one currency.",
     )
     gpus: list[GpuPool] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=32,
-        description="GPU capacity by model; one entry per model.",
+        description="GPU capacity by model; one entry per model. Optional when cpus is set.",
         json_schema_extra=list_map("model"),
+    )
+    cpus: CpuPool | None = Field(
+        None,
+        description="CPU cores for CPU-only replicas (resources.gpus: 0), their memory and "
+        "price per core-hour. An edge box may have only this. Unset: no CPU-only replicas here.",
     )
     latency_ms: dict[str, RoundTripMs] = Field(
         default_factory=dict,
@@ -178,10 +238,21 @@ class InferenceSiteSpec(SpecModel):
         require_unique([pool.model for pool in gpus], "gpus")
         return gpus
 
+    @model_validator(mode="after")
+    def _has_capacity(self) -> InferenceSiteSpec:
+        if not self.gpus and self.cpus is None:
+            raise ValueError(_CAPACITY_MESSAGE)
+        return self
+
     @property
     def gpus_total(self) -> int:
         """GPUs of all models together."""
         return sum(pool.count for pool in self.gpus)
+
+    @property
+    def cpus_total(self) -> int:
+        """Cores of the CPU pool (0 without one)."""
+        return self.cpus.count if self.cpus is not None else 0
 
 
 class InferenceSiteStatus(StatusModel):
@@ -201,9 +272,26 @@ class InferenceSiteStatus(StatusModel):
         max_length=32,
         description="gpusAllocated/gpusTotal, such as 3/8, for kubectl get.",
     )
+    cpus_allocated: int = Field(
+        0, ge=0, description="CPU cores placed here by CPU-only replicas of ModelDeployments."
+    )
+    cpus_total: int = Field(0, ge=0, description="Cores of the site's CPU pool.")
+    cpu_usage: str = Field(
+        "",
+        max_length=32,
+        description="cpusAllocated/cpusTotal, such as 4/16, for kubectl get.",
+    )
+    memory_gib_allocated: float = Field(
+        0,
+        alias="memoryGiBAllocated",
+        ge=0,
+        description="Memory placed here by CPU-only replicas, in GiB.",
+    )
     deployments: int = Field(0, ge=0, description="ModelDeployments with replicas placed here.")
     hourly_cost: float = Field(
-        0, ge=0, description="Hourly cost of the GPUs allocated here, in the site's currency."
+        0,
+        ge=0,
+        description="Hourly cost of the GPUs and CPU cores allocated here, in the site's currency.",
     )
     observed_generation: int | None = Field(
         None, ge=0, description="metadata.generation of the spec this status reflects."
