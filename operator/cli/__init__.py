@@ -13,6 +13,7 @@ import click
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, str] = {
+    "audit": "soberana.operator.cli.audit:audit",
     "demo": "soberana.operator.cli.demo:demo",
     "dev": "soberana.operator.cli.dev:dev",
     "operator": "soberana.operator.cli.operator:operator",
