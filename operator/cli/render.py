@@ -2,7 +2,8 @@
 
 It plans like ``soberana plan`` (objects that carry a status count as they are), then prints
 ``{"<site>": <serve config>}``: for each site, the body the operator would ``PUT`` to its
-``/api/serve/applications/``. Deployments that cannot be placed are named on stderr.
+``/api/serve/applications/``. Deployments that cannot be placed, and GPU replicas that Ray cannot
+pin to their GPU model, are named on stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 
 from soberana.operator.cli import options
 from soberana.operator.core.placement import World, current_allocations, place
-from soberana.operator.core.render import name_conflicts, render_site_configs
+from soberana.operator.core.render import name_conflicts, render_site_configs, render_warnings
 from soberana.operator.manifests import ManifestError, load_manifests
 
 
@@ -63,5 +64,5 @@ def render(paths: tuple[Path, ...], output: str, sites: tuple[str, ...], solver:
             click.secho(f"warning: {key} is not placed: {deployment.reason}", fg="yellow", err=True)
     for key, why in name_conflicts(world.deployments).items():
         click.secho(f"warning: {key} is {why}", fg="yellow", err=True)
-    for warning in plan.warnings:
+    for warning in [*plan.warnings, *render_warnings(plan, world)]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)

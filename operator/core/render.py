@@ -5,10 +5,23 @@ shape). It holds one application per ModelDeployment placed on the site, and not
 operator owns the whole config of a site, so an empty ``{"applications": []}`` means that nothing
 of soberana's runs there.
 
-Each application runs soberana's model runtime (:data:`RUNTIME_IMPORT_PATH`) with the model and
-batching settings as builder ``args``. Replica counts and resources go into the application's
-``deployments`` overrides rather than into ``args``, so that Ray Serve scales a running
-application without restarting its replicas when only those change.
+The engine (``spec.engine``, or the format's default) decides the application:
+
+* ``vllm``: Ray Serve LLM's ``ray.serve.llm:build_openai_app`` with one ``LLMConfig``: the model
+  id ``<namespace>/<name>``, the model's local path, ``engine.args`` as vLLM engine arguments
+  plus ``tensor_parallel_size = resources.gpus``, a placement group of that many GPU bundles (or
+  one bundle of ``resources.cpus`` CPUs for a CPU-only replica), the accelerator type and the
+  replica count or autoscaling bounds.
+* every other engine: soberana's model runtime (:data:`RUNTIME_IMPORT_PATH`) with the model, the
+  engine and its args as builder ``args``. Replica counts and resources go into the
+  application's ``deployments`` overrides rather than into ``args``, so that Ray Serve scales a
+  running application without restarting its replicas when only those change.
+
+A GPU replica asks Ray for the placed GPU model (``accelerator_type``, see
+:mod:`~soberana.operator.core.accelerators`), so that a replica placed on a site's A100 pool
+cannot start on its L4s. Where Ray has no name for the GPU model, or one site runs a
+deployment on several GPU models, the replicas are not pinned and :func:`render_warnings` says
+so.
 
 Serve application names (``<namespace>-<name>``) can collide (``a/b-c`` and ``a-b/c``). Of
 deployments that share a name, the first by ``<namespace>/<name>`` keeps it and the others are
@@ -26,13 +39,23 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from soberana.operator.core.api import ModelDeploymentSpec, ModelFormat
+from soberana.operator.core.accelerators import ray_accelerator_type
+from soberana.operator.core.api import CPU_POOL, EngineName, ModelDeploymentSpec, ModelFormat
 from soberana.operator.core.placement.plan import Plan
 from soberana.operator.core.placement.world import Deployment, World
 
 RUNTIME_IMPORT_PATH = "soberana.serving.runtime.builder:app_builder"
 """The Ray Serve application builder of soberana's model runtime."""
+
+VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
+"""Ray Serve LLM's OpenAI-compatible application builder, for engine vllm."""
+
+MODEL_ROOT = "/models"
+"""Where a site mounts ``pvc://`` and ``s3://`` models (the runtime's default model root)."""
+
+_GIB = 1024**3
 
 RUNTIME_DEPLOYMENT_NAME = "Model"
 """Name of the one Serve deployment in every runtime application, which the overrides address."""
@@ -58,6 +81,7 @@ class SiteApplication:
 
     deployment: Deployment
     replicas: int
+    gpu_models: tuple[str, ...] = ()  # the site's GPU models its replicas use (or CPU_POOL)
 
 
 def render_serve_config(site_name: str, applications: Iterable[SiteApplication]) -> dict[str, Any]:
@@ -73,7 +97,7 @@ def render_serve_config(site_name: str, applications: Iterable[SiteApplication])
                 f"application {name} on site {site_name}: rename one of them"
             )
         owners[name] = deployment.key
-        rendered[name] = _application(site_name, deployment, application.replicas)
+        rendered[name] = _application(site_name, application)
     return {"applications": [rendered[name] for name in sorted(rendered)]}
 
 
@@ -100,20 +124,52 @@ def render_site_configs(plan: Plan, world: World) -> dict[str, dict[str, Any]]:
     site with several GPU models run as one application. Deployments in
     :func:`name_conflicts` are left out.
     """
+    return {
+        site: render_serve_config(site, applications)
+        for site, applications in _site_applications(plan, world).items()
+    }
+
+
+def render_warnings(plan: Plan, world: World) -> list[str]:
+    """What rendering could not express: GPU replicas Ray cannot pin to their GPU model."""
+    warnings = []
+    for site, applications in _site_applications(plan, world).items():
+        for application in applications:
+            if application.deployment.spec.resources.gpus == 0:
+                continue
+            key = application.deployment.key
+            models = sorted(set(application.gpu_models) - {CPU_POOL})
+            if len(models) > 1:
+                warnings.append(
+                    f"{key} on site {site}: replicas on several GPU models ({', '.join(models)}) "
+                    "run as one application, not pinned to a GPU model"
+                )
+            unknown = [model for model in models if ray_accelerator_type(model) is None]
+            for model in unknown:
+                warnings.append(
+                    f"{key} on site {site}: GPU model {model!r} has no Ray accelerator type; "
+                    "its replicas are not pinned to that GPU model (name the pool as Ray does, "
+                    "e.g. L4, A10G, A100, H100)"
+                )
+    return warnings
+
+
+def _site_applications(plan: Plan, world: World) -> dict[str, list[SiteApplication]]:
+    """What each site runs under ``plan``, by site name, both sorted by name."""
     specs = {deployment.key: deployment for deployment in world.deployments}
     skipped = name_conflicts(world.deployments)
-    replicas: dict[str, dict[str, int]] = {site.name: {} for site in world.sites}
+    replicas: dict[str, dict[str, dict[str, int]]] = {site.name: {} for site in world.sites}
     for key, deployment_plan in plan.deployments.items():
         if key in skipped:
             continue
         for placement in deployment_plan.placements:
-            on_site = replicas[placement.site]
-            on_site[key] = on_site.get(key, 0) + placement.replicas
+            models = replicas[placement.site].setdefault(key, {})
+            models[placement.gpu_model] = models.get(placement.gpu_model, 0) + placement.replicas
     return {
-        site: render_serve_config(
-            site,
-            (SiteApplication(specs[key], count) for key, count in sorted(replicas[site].items())),
-        )
+        site: [
+            SiteApplication(specs[key], sum(models.values()), tuple(sorted(models)))
+            for key, models in sorted(replicas[site].items())
+        ]
         for site in sorted(replicas)
     }
 
@@ -126,13 +182,88 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _application(site_name: str, deployment: Deployment, replicas: int) -> dict[str, Any]:
-    return {
+def _application(site_name: str, application: SiteApplication) -> dict[str, Any]:
+    deployment = application.deployment
+    rendered: dict[str, Any] = {
         "name": app_name(deployment.namespace, deployment.name),
         "route_prefix": route_prefix(deployment.namespace, deployment.name),
-        "import_path": RUNTIME_IMPORT_PATH,
-        "args": _runtime_args(site_name, deployment),
-        "deployments": [_deployment_options(deployment.spec, replicas)],
+    }
+    accelerator = _accelerator_type(application)
+    if deployment.spec.engine_name is EngineName.VLLM:
+        rendered["import_path"] = VLLM_IMPORT_PATH
+        rendered["args"] = vllm_args(application)
+        return rendered
+    rendered["import_path"] = RUNTIME_IMPORT_PATH
+    rendered["args"] = _runtime_args(site_name, deployment)
+    options = _deployment_options(deployment.spec, application.replicas)
+    actor = options["ray_actor_options"] = _actor_options(deployment.spec)
+    if accelerator is not None:
+        actor["accelerator_type"] = accelerator
+    rendered["deployments"] = [options]
+    return rendered
+
+
+def _accelerator_type(application: SiteApplication) -> str | None:
+    """Ray's name for the one GPU model the application's GPU replicas use, if there is one."""
+    models = set(application.gpu_models) - {CPU_POOL}
+    if application.deployment.spec.resources.gpus == 0 or len(models) != 1:
+        return None
+    return ray_accelerator_type(models.pop())
+
+
+def model_path(uri: str) -> str:
+    """The local path of a model URI on a site's nodes, as the runtime resolves it.
+
+    ``file:///<path>`` is ``/<path>``; ``pvc://<claim>/<path>`` and ``s3://<bucket>/<path>`` are
+    mounted under :data:`MODEL_ROOT` (``/models/pvc/<claim>/<path>``).
+    """
+    parts = urlsplit(uri)
+    path = unquote(parts.path)
+    if parts.scheme == "file":
+        return path
+    return f"{MODEL_ROOT}/{parts.scheme}/{parts.netloc}/{path.lstrip('/')}"
+
+
+def vllm_args(application: SiteApplication) -> dict[str, Any]:
+    """The ``LLMServingArgs`` of a vLLM application: one ``LLMConfig``."""
+    deployment = application.deployment
+    spec = deployment.spec
+    gpus = spec.resources.gpus
+    engine_kwargs: dict[str, Any] = dict(sorted(spec.engine_args.items()))
+    engine_kwargs["tensor_parallel_size"] = max(gpus, 1)
+    deployment_config = _scaling(spec, application.replicas)
+    deployment_config["max_ongoing_requests"] = spec.serving.max_ongoing_requests
+    config: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": deployment.key,
+            "model_source": model_path(spec.model.uri),
+        },
+        "engine_kwargs": engine_kwargs,
+    }
+    # the replica actor shares the first bundle: Ray Serve LLM adds its options to it
+    if gpus == 0:
+        bundle: dict[str, float | int] = {"CPU": float(spec.resources.cpus)}
+        if spec.resources.memory_gib is not None:
+            bundle["memory"] = int(spec.resources.memory_gib * _GIB)
+        config["placement_group_config"] = {"bundles": [bundle], "strategy": "STRICT_PACK"}
+        deployment_config["ray_actor_options"] = {"num_cpus": 0.0}
+    else:
+        accelerator = _accelerator_type(application)
+        if accelerator is not None:
+            config["accelerator_type"] = accelerator
+        config["placement_group_config"] = {
+            "bundles": [{"GPU": 1.0} for _ in range(gpus)],
+            "strategy": "PACK",
+        }
+        actor: dict[str, Any] = {"num_cpus": float(spec.resources.cpus)}
+        if spec.resources.memory_gib is not None:
+            actor["memory"] = int(spec.resources.memory_gib * _GIB)
+        deployment_config["ray_actor_options"] = actor
+    config["deployment_config"] = deployment_config
+    # the OpenAI ingress only forwards requests; it takes no CPU from the replicas' pool
+    return {
+        "llm_configs": [config],
+        "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0.0}},
     }
 
 
@@ -151,24 +282,35 @@ def _runtime_args(site_name: str, deployment: Deployment) -> dict[str, Any]:
     return args
 
 
-def _deployment_options(spec: ModelDeploymentSpec, replicas: int) -> dict[str, Any]:
-    """Overrides of the runtime's deployment; ``replicas`` is the site's share of the total."""
-    options: dict[str, Any] = {"name": RUNTIME_DEPLOYMENT_NAME}
+def _scaling(spec: ModelDeploymentSpec, replicas: int) -> dict[str, Any]:
+    """The site's replica count, or its share of the autoscaling bounds."""
     if spec.autoscaling is None:
-        options["num_replicas"] = replicas
-    else:
-        # Placement reserved room for ``replicas`` here, its share of maxReplicas; the site
-        # keeps at least the same share of minReplicas, and always one replica warm.
-        bounds = spec.autoscaling
-        share = -(-bounds.min_replicas * replicas // bounds.max_replicas)  # rounded up
-        options["autoscaling_config"] = {
+        return {"num_replicas": replicas}
+    # Placement reserved room for ``replicas`` here, its share of maxReplicas; the site
+    # keeps at least the same share of minReplicas, and always one replica warm.
+    bounds = spec.autoscaling
+    share = -(-bounds.min_replicas * replicas // bounds.max_replicas)  # rounded up
+    return {
+        "autoscaling_config": {
             "min_replicas": min(replicas, max(1, share)),
             "max_replicas": replicas,
             "target_ongoing_requests": float(bounds.target_ongoing_requests),
         }
+    }
+
+
+def _deployment_options(spec: ModelDeploymentSpec, replicas: int) -> dict[str, Any]:
+    """Overrides of the runtime's deployment; ``replicas`` is the site's share of the total."""
+    options: dict[str, Any] = {"name": RUNTIME_DEPLOYMENT_NAME, **_scaling(spec, replicas)}
     options["max_ongoing_requests"] = spec.serving.max_ongoing_requests
-    options["ray_actor_options"] = {
+    return options
+
+
+def _actor_options(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "num_cpus": float(spec.resources.cpus),
         "num_gpus": float(spec.resources.gpus),
     }
+    if spec.resources.memory_gib is not None:
+        options["memory"] = int(spec.resources.memory_gib * _GIB)
     return options

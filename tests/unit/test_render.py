@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from ray.serve.schema import ServeDeploySchema
 
 from soberana.operator.cli.render import render
+from soberana.operator.core.accelerators import ray_accelerator_type
+from soberana.operator.core.api import CPU_POOL
 from soberana.operator.core.placement import (
     Change,
     DeploymentPlan,
@@ -23,20 +25,25 @@ from soberana.operator.core.placement import (
     place,
 )
 from soberana.operator.core.render import (
+    MODEL_ROOT,
     RUNTIME_DEPLOYMENT_NAME,
     RUNTIME_IMPORT_PATH,
+    VLLM_IMPORT_PATH,
     ApplicationNameConflictError,
     SiteApplication,
     app_name,
     config_hash,
+    model_path,
     name_conflicts,
     render_serve_config,
     render_site_configs,
+    render_warnings,
     route_prefix,
 )
 from soberana.operator.manifests import load_manifests
 from soberana.serving.runtime import builder
 from soberana.serving.runtime.args import TorchScriptArgs, parse_runtime_args
+from soberana.serving.runtime.storage import local_model_path
 from tests.unit.builders import deployment, site, world
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "latam"
@@ -60,8 +67,11 @@ def test_every_rendered_config_is_valid_for_ray(latam: tuple[Plan, World]) -> No
     for config in configs.values():
         ServeDeploySchema.model_validate(config)
         for application in config["applications"]:
-            assert application["import_path"] == RUNTIME_IMPORT_PATH
-            parse_runtime_args(application["args"])
+            if application["import_path"] == VLLM_IMPORT_PATH:
+                llm_config(application)
+            else:
+                assert application["import_path"] == RUNTIME_IMPORT_PATH
+                parse_runtime_args(application["args"])
     assert any(config["applications"] for config in configs.values())
 
 
@@ -82,10 +92,14 @@ def test_each_placement_becomes_an_application_with_its_replicas(
             assert found["args"]["site"] == placement.site
             (options,) = found["deployments"]
             assert options["name"] == RUNTIME_DEPLOYMENT_NAME
-            assert options["ray_actor_options"] == {
+            actor: dict[str, float | str] = {
                 "num_cpus": spec.spec.resources.cpus,
                 "num_gpus": spec.spec.resources.gpus,
             }
+            accelerator = ray_accelerator_type(placement.gpu_model)
+            if spec.spec.resources.gpus and accelerator is not None:
+                actor["accelerator_type"] = accelerator
+            assert options["ray_actor_options"] == actor
             assert options["max_ongoing_requests"] == spec.spec.serving.max_ongoing_requests
             if spec.spec.autoscaling is None:
                 assert options["num_replicas"] == placement.replicas
@@ -253,3 +267,218 @@ def test_cli_refuses_an_unknown_site() -> None:
     result = CliRunner().invoke(render, ["-f", str(EXAMPLES), "--site", "atlantis"])
     assert result.exit_code == 1
     assert "no InferenceSite named atlantis" in result.output
+
+
+# --- engines: vLLM through Ray Serve LLM, accelerator types, CPU-only replicas ---------------
+
+VLLM_SITE = """\
+apiVersion: soberana.io/v1alpha1
+kind: InferenceSite
+metadata: {name: gpu-1}
+spec:
+  tier: cloud
+  region: r1
+  jurisdiction: BR
+  gpus:
+  - {model: L4, count: 4, memoryGiB: 24, hourlyCost: 0.5}
+  latencyMs: {r1: 10}
+  backend: {ray: {dashboardURL: "http://10.0.0.1:8265", serveURL: "http://10.0.0.1:8000"}}
+"""
+
+VLLM_DEPLOYMENT = """\
+apiVersion: soberana.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: chat, namespace: ml}
+spec:
+  model: {uri: "pvc://models/smollm2", format: transformers}
+  engine: {name: vllm, args: {ARGS}}
+  replicas: 2
+  resources: {gpus: 2}
+  traffic: [{region: r1}]
+"""
+
+
+def llm_config(config: dict[str, Any]) -> Any:
+    """Ray Serve LLM's own LLMConfig model of the one LLMConfig in a vLLM application."""
+    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+
+    (one,) = config["args"]["llm_configs"]
+    return LLMConfig.model_validate(one)
+
+
+def vllm_manifests(folder: Path, args: str) -> Path:
+    (folder / "site.yaml").write_text(VLLM_SITE)
+    (folder / "deployment.yaml").write_text(VLLM_DEPLOYMENT.replace("{ARGS}", args))
+    return folder
+
+
+def test_render_acceptance_vllm_on_l4_with_tensor_parallelism(tmp_path: Path) -> None:
+    folder = vllm_manifests(tmp_path, "{max_model_len: 2048}")
+    result = CliRunner().invoke(render, ["-f", str(folder)])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["gpu-1"]
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    assert application["import_path"] == VLLM_IMPORT_PATH == "ray.serve.llm:build_openai_app"
+    assert (application["name"], application["route_prefix"]) == ("ml-chat", "/ml/chat")
+    assert "deployments" not in application
+    parsed = llm_config(application)
+    assert parsed.model_id == "ml/chat"
+    assert parsed.model_loading_config.model_source == "/models/pvc/models/smollm2"
+    assert parsed.accelerator_type == "L4"
+    assert parsed.accelerator_config.kind == "gpu"
+    assert parsed.engine_kwargs == {"max_model_len": 2048, "tensor_parallel_size": 2}
+    assert parsed.placement_group_config["bundles"] == [{"GPU": 1.0}, {"GPU": 1.0}]
+    assert parsed.deployment_config["num_replicas"] == 2  # the placement: 2 replicas x 2 GPUs
+    assert set(application["args"]) <= {
+        "llm_configs",
+        "ingress_cls_config",
+        "ingress_deployment_config",
+    }
+
+
+def test_render_refuses_a_misspelled_vllm_argument(tmp_path: Path) -> None:
+    folder = vllm_manifests(tmp_path, "{max_model_lenn: 2048}")
+    result = CliRunner().invoke(render, ["-f", str(folder)])
+    assert result.exit_code != 0
+    assert "spec.engine.args.max_model_lenn" in result.output
+    assert "max_model_len" in result.output.replace("max_model_lenn", "")
+    assert "Traceback" not in result.output
+
+
+def test_render_refuses_a_reserved_vllm_argument(tmp_path: Path) -> None:
+    folder = vllm_manifests(tmp_path, "{tensor_parallel_size: 4}")
+    result = CliRunner().invoke(render, ["-f", str(folder)])
+    assert result.exit_code != 0
+    assert "spec.engine.args.tensor_parallel_size" in result.output
+    assert "spec.resources.gpus" in result.output
+
+
+def test_vllm_cpu_only_replica_gets_one_cpu_bundle_and_no_accelerator() -> None:
+    chat = deployment(
+        "chat",
+        engine={"name": "vllm", "args": {"max_model_len": 512, "enforce_eager": True}},
+        resources={"gpus": 0, "cpus": 2, "memoryGiB": 4},
+    )
+    config = render_serve_config("edge-1", [SiteApplication(chat, 1, (CPU_POOL,))])
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    parsed = llm_config(application)
+    assert parsed.accelerator_type is None
+    assert parsed.accelerator_config.kind == "cpu"
+    assert parsed.model_loading_config.model_source == "/models/m"
+    assert parsed.engine_kwargs == {
+        "enforce_eager": True,
+        "max_model_len": 512,
+        "tensor_parallel_size": 1,
+    }
+    assert parsed.placement_group_config["bundles"] == [{"CPU": 2.0, "memory": 4 * 1024**3}]
+    assert parsed.deployment_config["ray_actor_options"] == {"num_cpus": 0.0}
+
+
+def test_vllm_autoscaling_bounds_go_to_the_deployment_config() -> None:
+    chat = deployment(
+        "chat",
+        engine={"name": "vllm"},
+        autoscaling={"minReplicas": 1, "maxReplicas": 4, "targetOngoingRequests": 8},
+    )
+    config = render_serve_config("br1", [SiteApplication(chat, replicas=2, gpu_models=("A10",))])
+    ServeDeploySchema.model_validate(config)
+    parsed = llm_config(config["applications"][0])
+    assert parsed.accelerator_type == "A10G"
+    assert "num_replicas" not in parsed.deployment_config
+    assert parsed.deployment_config["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 8.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("file:///var/lib/models/chat", "/var/lib/models/chat"),
+        ("pvc://weights/qwen/0.5b", "/models/pvc/weights/qwen/0.5b"),
+        ("s3://bucket/a%20b", "/models/s3/bucket/a b"),
+    ],
+)
+def test_vllm_model_source_is_where_the_runtime_finds_the_model(
+    uri: str, path: str, tmp_path: Path
+) -> None:
+    assert model_path(uri) == path
+    if uri.startswith("file://"):
+        return
+    mounted = tmp_path / path.removeprefix(f"{MODEL_ROOT}/")
+    mounted.mkdir(parents=True)
+    assert local_model_path(uri, tmp_path) == mounted
+
+
+def test_runtime_replicas_ask_for_the_placed_gpu_model() -> None:
+    chat = deployment("chat", resources={"gpus": 1, "cpus": 2, "memoryGiB": 8})
+    config = render_serve_config(
+        "br1", [SiteApplication(chat, replicas=1, gpu_models=("A100-80GB",))]
+    )
+    ServeDeploySchema.model_validate(config)
+    assert config["applications"][0]["deployments"][0]["ray_actor_options"] == {
+        "num_cpus": 2.0,
+        "num_gpus": 1.0,
+        "memory": 8 * 1024**3,
+        "accelerator_type": "A100",
+    }
+
+
+def test_cpu_only_runtime_replicas_ask_for_no_accelerator() -> None:
+    chat = deployment(
+        "chat",
+        model={"uri": "file:///models/m.gguf", "format": "gguf"},
+        resources={"gpus": 0, "cpus": 2, "memoryGiB": 1},
+    )
+    config = render_serve_config("edge-1", [SiteApplication(chat, 1, (CPU_POOL,))])
+    ServeDeploySchema.model_validate(config)
+    assert config["applications"][0]["deployments"][0]["ray_actor_options"] == {
+        "num_cpus": 2.0,
+        "num_gpus": 0.0,
+        "memory": 1024**3,
+    }
+
+
+def test_an_unknown_gpu_model_is_reported_not_dropped(tmp_path: Path) -> None:
+    chat = deployment("chat", engine={"name": "vllm"})
+    scene = world([site("br1", gpus=[("RTX-4090", 4, 24, 0.3)])], [chat])
+    plan = place(scene)
+    config = render_site_configs(plan, scene)["br1"]
+    assert "accelerator_type" not in config["applications"][0]["args"]["llm_configs"][0]
+    (warning,) = render_warnings(plan, scene)
+    assert "ml/chat" in warning
+    assert "'RTX-4090' has no Ray accelerator type" in warning
+    (tmp_path / "site.yaml").write_text(VLLM_SITE.replace("model: L4", "model: RTX-4090"))
+    (tmp_path / "deployment.yaml").write_text(VLLM_DEPLOYMENT.replace("{ARGS}", "{}"))
+    result = CliRunner().invoke(render, ["-f", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "'RTX-4090' has no Ray accelerator type" in result.stderr
+
+
+def test_one_application_on_several_gpu_models_is_reported() -> None:
+    chat = deployment("chat", replicas=3)
+    scene = world([site("br1", gpus=[("L4", 4, 24, 1.0), ("A100", 4, 80, 3.0)])], [chat])
+    split = Plan(
+        deployments={
+            chat.key: DeploymentPlan(
+                key=chat.key,
+                placements=(
+                    SitePlacement("br1", "A100", 1, 3.0, ()),
+                    SitePlacement("br1", "L4", 2, 2.0, ("r1",)),
+                ),
+                reason=None,
+                rejected={},
+                change=Change.PLACED,
+            )
+        },
+        sites={},
+        solver="fast",
+        objective=0.0,
+    )
+    (application,) = render_site_configs(split, scene)["br1"]["applications"]
+    assert "accelerator_type" not in application["deployments"][0]["ray_actor_options"]
+    (warning,) = render_warnings(split, scene)
+    assert "several GPU models (A100, L4)" in warning
