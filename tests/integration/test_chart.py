@@ -26,6 +26,7 @@ from tests.kube import Cluster
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "soberana"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+LEASE = "soberana-operator"
 Manifest = dict[str, Any]
 
 
@@ -95,7 +96,9 @@ def test_default_render_has_every_object(cluster: Cluster) -> None:
         ("ClusterRoleBinding", "test-soberana-router"),
         ("Deployment", "test-soberana-operator"),
         ("Deployment", "test-soberana-router"),
+        ("Role", "test-soberana-operator-leader-election"),
         ("Role", "test-soberana-operator-secrets"),
+        ("RoleBinding", "test-soberana-operator-leader-election"),
         ("RoleBinding", "test-soberana-operator-secrets"),
         ("Service", "test-soberana-router"),
         ("ServiceAccount", "test-soberana-operator"),
@@ -103,11 +106,15 @@ def test_default_render_has_every_object(cluster: Cluster) -> None:
     ]
 
 
-def test_operator_deployment_is_single_hardened_and_probed(cluster: Cluster) -> None:
+def test_operator_deployment_is_replicated_hardened_and_probed(cluster: Cluster) -> None:
     deployment = find(render(cluster), "Deployment", "-operator")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # two replicas take turns on the Lease; a rolling update starts the new pod first
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "test-soberana-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -119,6 +126,17 @@ def test_operator_deployment_is_single_hardened_and_probed(cluster: Cluster) -> 
     probe = operator["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert [p["containerPort"] for p in operator["ports"] if p["name"] == probe["port"]] == [8080]
+    assert {
+        "--leader-elect",
+        "--leader-elect-lease-duration=10",
+        "--leader-elect-renew-deadline=7",
+        "--leader-elect-retry-period=1",
+        "--metrics-port=8081",
+    } <= set(operator["args"])
+    assert [p["containerPort"] for p in operator["ports"] if p["name"] == "metrics"] == [8081]
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8081"
+    assert annotations["prometheus.io/path"] == "/metrics"
     assert operator["securityContext"]["readOnlyRootFilesystem"] is True
     assert operator["securityContext"]["allowPrivilegeEscalation"] is False
     assert operator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -126,6 +144,61 @@ def test_operator_deployment_is_single_hardened_and_probed(cluster: Cluster) -> 
     # Secrets are read in the pod's own namespace, the one the chart's Role covers
     namespace_env = next(e for e in operator["env"] if e["name"] == "SOBERANA_NAMESPACE")
     assert namespace_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_leader_election_can_be_turned_off_for_one_replica(cluster: Cluster) -> None:
+    manifests = render(
+        cluster, "--set=operator.leaderElection.enabled=false", "--set=operator.replicas=1"
+    )
+    spec = find(manifests, "Deployment", "-operator")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in container({"spec": spec})["args"]
+    assert not [m for m in manifests if "leader-election" in m["metadata"]["name"]]
+    # two replicas without the Lease would both write: refused, saying what to set
+    result = cluster.helm(
+        "template", "test", str(CHART), "--set=operator.leaderElection.enabled=false", check=False
+    )
+    assert result.returncode != 0
+    assert "operator.replicas > 1 needs operator.leaderElection.enabled=true" in result.stderr
+
+
+def test_the_lease_role_names_only_the_operators_lease(cluster: Cluster) -> None:
+    role = find(render(cluster), "Role", "-leader-election")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["soberana-operator"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+
+
+def test_service_monitor_is_off_by_default_and_scrapes_the_metrics_port(cluster: Cluster) -> None:
+    assert not [m for m in render(cluster) if m["kind"] == "ServiceMonitor"]
+    manifests = render(
+        cluster,
+        "--set=operator.metrics.serviceMonitor.enabled=true",
+        "--set=operator.metrics.serviceMonitor.labels.release=prom",
+        "--set=operator.metrics.port=9100",
+    )
+    monitor = find(manifests, "ServiceMonitor", "-operator")
+    service = find(manifests, "Service", "-operator-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert service["spec"]["ports"][0]["port"] == 9100
+    deployment = find(manifests, "Deployment", "-operator")
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert "--metrics-port=9100" in container(deployment)["args"]
 
 
 def test_router_deployment_and_service_fit_together(cluster: Cluster) -> None:
@@ -231,7 +304,10 @@ def test_watch_namespaces_and_secret_names_narrow_the_operator(cluster: Cluster)
     ("value", "message"),
     [
         ("operator.solver=greedy", "at '/operator/solver': value must be one of 'fast', 'optimal'"),
-        ("operator.replicas=2", "additional properties 'replicas' not allowed"),
+        ("operator.replicas=0", "at '/operator/replicas': minimum"),
+        ("operator.leaderElection.leaseDurationSeconds=0", "at '/operator/leaderElection"),
+        ("operator.metrics.serviceMonitor.interval=soon", "at '/operator/metrics/serviceMonitor"),
+        ("operator.metrics.scrape=yes", "additional properties 'scrape' not allowed"),
         ("operator.moveThreshold=1", "at '/operator/moveThreshold'"),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("router.port=70000", "at '/router/port': maximum"),
@@ -282,13 +358,15 @@ def test_install_creates_every_object(cluster: Cluster, release: Release) -> Non
         "Deployment",
         "Deployment",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "Service",
         "ServiceAccount",
         "ServiceAccount",
     ]
     operator = cluster.get("deployment", f"{release.fullname}-operator", release.namespace)
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
     cluster_scoped = json.loads(
         cluster.kubectl(
             "get", "clusterroles,clusterrolebindings", f"--selector={selector}", "-o=json"
@@ -317,8 +395,21 @@ OPERATOR_MAY = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
     ("get", "secrets", "own"),
+    ("get", f"leases.coordination.k8s.io/{LEASE}", "own"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", "own"),
+    ("create", "leases.coordination.k8s.io", "own"),
 ]
 OPERATOR_MAY_NOT = [
+    # the Lease: exactly get and update on soberana-operator, create, in the release namespace
+    ("get", "leases.coordination.k8s.io/kube-scheduler", "own"),
+    ("update", "leases.coordination.k8s.io/kube-scheduler", "own"),
+    ("patch", f"leases.coordination.k8s.io/{LEASE}", "own"),
+    ("delete", f"leases.coordination.k8s.io/{LEASE}", "own"),
+    ("list", "leases.coordination.k8s.io", "own"),
+    ("watch", "leases.coordination.k8s.io", "own"),
+    ("get", f"leases.coordination.k8s.io/{LEASE}", "other"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", "other"),
+    ("create", "leases.coordination.k8s.io", "other"),
     ("get", "secrets", "other"),
     ("get", "secrets", "default"),
     ("list", "secrets", "own"),
@@ -444,6 +535,8 @@ def test_nothing_more_is_granted_than_the_chart_declares(
         "events [] [create]",
         "customresourcedefinitions.apiextensions.k8s.io [] [list watch]",
         "secrets [] [get]",
+        "leases.coordination.k8s.io [] [create]",
+        f"leases.coordination.k8s.io [{LEASE}] [get update]",
     }
     assert granted(cluster, release.router, release.namespace) - baseline == {
         "inferencesites.soberana.io [] [get list watch]",
@@ -457,7 +550,7 @@ def test_uninstall_removes_what_install_created(cluster: Cluster, namespace: str
     namespaced = "deployments,services,serviceaccounts,roles,rolebindings"
     cluster.helm("install", name, str(CHART), f"--namespace={namespace}")
     before = cluster.kubectl("get", namespaced, f"--namespace={namespace}", selector, "-o=name")
-    assert len(before.stdout.split()) == 7
+    assert len(before.stdout.split()) == 9
     cluster.helm("uninstall", name, f"--namespace={namespace}", "--wait")
     after = cluster.kubectl("get", namespaced, f"--namespace={namespace}", selector, "-o=name")
     assert after.stdout.split() == []
@@ -544,9 +637,10 @@ def condition(obj: Manifest, kind: str) -> Manifest | None:
 def test_operator_works_with_exactly_the_charts_permissions(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    """The real operator, on the operator ServiceAccount's token: it adds its finalizer, writes
-    statuses, posts Events, reads the Secret a site names in its own namespace, and lets a
-    deleted deployment go, all without one permission error."""
+    """The real operator, on the operator ServiceAccount's token and with leader election as the
+    chart runs it: it takes the Lease, adds its finalizer, writes statuses, posts Events, reads
+    the Secret a site names in its own namespace, and lets a deleted deployment go, all without
+    one permission error."""
     name = release_name()
     # watchNamespaces keeps this operator off other tests' deployments; it also grants the
     # namespace list/watch that Kopf needs in that mode
@@ -571,6 +665,10 @@ def test_operator_works_with_exactly_the_charts_permissions(
         f"--secrets-namespace={namespace}",
         f"--namespace={namespace}",
         "--probe-interval=0.5",
+        "--leader-elect",
+        "--leader-elect-lease-duration=4",
+        "--leader-elect-renew-deadline=3",
+        "--leader-elect-retry-period=0.5",
     )
     process.start()
     try:
@@ -580,6 +678,9 @@ def test_operator_works_with_exactly_the_charts_permissions(
             return placed is not None and placed["status"] == "True"
 
         wait_for(placed, timeout=60, what="the deployment placed")
+        # it wrote as the holder of the Lease, which the chart lets it create and renew
+        lease = cluster.get("lease", LEASE, namespace)
+        assert lease["spec"]["holderIdentity"] and lease["spec"]["leaseDurationSeconds"] == 4
         deployment = cluster.get("mdep", "chat", namespace)
         assert deployment["metadata"]["finalizers"] == ["soberana.io/finalizer"]
         assert deployment["status"]["sites"] == site_name
