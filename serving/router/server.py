@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +35,8 @@ class ServerOptions:
     api_keys: Path | None = None
     otlp_endpoint: str | None = None
     settings: RouterSettings = field(default_factory=RouterSettings)
+    # hooked into the router for as long as it serves, such as the audit log
+    extensions: tuple[Callable[[Router], AbstractContextManager[object]], ...] = ()
 
 
 def run(options: ServerOptions) -> None:
@@ -57,7 +62,10 @@ async def serve(options: ServerOptions) -> None:
         keys.load()
         background.append(keys.follow)
 
+    extensions = contextlib.ExitStack()
     try:
+        for extension in options.extensions:
+            extensions.enter_context(extension(router))
         async with serving_router(router, options.host, options.port, background) as server:
             # what startup made lives as long as the process: keep the collector from walking
             # it on every full collection, which shows up as latency spikes
@@ -70,5 +78,6 @@ async def serve(options: ServerOptions) -> None:
                 loop.add_signal_handler(signum, stop.set)
             await stop.wait()
     finally:
+        extensions.close()
         if api is not None:
             await api.close()
