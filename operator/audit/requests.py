@@ -11,12 +11,15 @@ alarm by the writer (``failure="open"``). Its metrics join the router's ``/metri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from soberana.operator.audit.writer import AuditWriter
+from soberana.operator.audit.chain import Signer
+from soberana.operator.audit.writer import AuditWriter, Exporter, WriterSettings
+from soberana.operator.core.api import Residency
 from soberana.serving.router.app import RESIDENCY_HEADER, RequestOutcome, Router
 
 FailureMode = Literal["closed", "open"]
@@ -42,12 +45,16 @@ class RequestAudit:
         router.metrics.registry.register(_AuditMetrics(self))
 
     def on_outcome(self, outcome: RequestOutcome) -> None:
-        sites = self._router.table.sites
+        table = self._router.table
         tried = tuple(
-            (name, site.jurisdiction if (site := sites.get(name)) is not None else None)
+            (name, site.jurisdiction if (site := table.sites.get(name)) is not None else None)
             for name in outcome.tried
         )
-        self.writer.submit(request_record, (outcome, tried), outcome.received_at)
+        residency = outcome.model_residency
+        if residency is None and outcome.model is not None:  # refused before the decision
+            model = table.models.get(outcome.model)
+            residency = model.residency if model is not None else None
+        self.writer.submit(request_record, (outcome, tried, residency), outcome.received_at)
 
     def admission(self) -> str | None:
         refusal = self.writer.refusal()
@@ -59,14 +66,14 @@ class RequestAudit:
         return None
 
 
-def request_record(
-    item: tuple[RequestOutcome, tuple[tuple[str, str | None], ...]],
-) -> dict[str, Any]:
+Tried = tuple[tuple[str, str | None], ...]  # (site, its jurisdiction) for each site tried
+
+
+def request_record(item: tuple[RequestOutcome, Tried, Residency | None]) -> dict[str, Any]:
     """The audit record of one request: who, which model, where it could and did go; never what."""
-    outcome, tried = item
+    outcome, tried, residency = item
     restrictions: list[dict[str, Any]] = []
-    if outcome.model_residency is not None:
-        residency = outcome.model_residency
+    if residency is not None:
         restrictions.append(
             {
                 "source": "model",
@@ -126,3 +133,27 @@ class _AuditMetrics(Collector):
         yield GaugeMetricFamily(
             "soberana_audit_queued_records", "Audit records waiting to be written.", writer.queued
         )
+
+
+@contextmanager
+def router_audit(
+    router: Router,
+    settings: WriterSettings,
+    signer: Signer,
+    failure: FailureMode = "closed",
+    otlp_endpoint: str | None = None,
+) -> Iterator[RequestAudit]:
+    """Audit ``router``'s requests while the context lasts; on the way out, seal the log."""
+    exporters: list[Exporter] = []
+    if otlp_endpoint is not None:
+        from soberana.operator.audit.otlp import OtlpExporter
+
+        exporters.append(OtlpExporter(otlp_endpoint, settings.log))
+    writer = AuditWriter(settings, signer, exporters)
+    writer.start()
+    try:
+        audit = RequestAudit(writer, router, failure)
+        audit.attach()
+        yield audit
+    finally:
+        writer.close()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import click
 
-from soberana.serving.router.app import REGION_ID, RouterSettings
+from soberana.serving.router.app import REGION_ID, Router, RouterSettings
 from soberana.serving.router.forward import ForwardSettings
 from soberana.serving.router.server import ServerOptions, run
 
@@ -95,6 +98,41 @@ def _region(value: str | None) -> str | None:
     help="Export traces over OTLP/HTTP to URL, such as http://collector:4318/v1/traces. "
     "Default: export nothing.",
 )
+@click.option(
+    "--audit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Append a signed, hash-chained audit record of every request to segments in DIR "
+    "(see docs/residency-evidence.md). Needs --audit-signing-key.",
+)
+@click.option(
+    "--audit-signing-key",
+    type=_FILE,
+    default=None,
+    metavar="FILE",
+    help="Ed25519 private key (PEM) that seals the audit segments ('soberana audit keygen').",
+)
+@click.option(
+    "--audit-failure",
+    type=click.Choice(["closed", "open"]),
+    default="closed",
+    show_default=True,
+    help="While audit records cannot be written: refuse requests with 503 (closed), or serve "
+    "them, counted and logged as an alarm (open).",
+)
+@click.option(
+    "--audit-log-name",
+    envvar="POD_NAME",
+    default=None,
+    help="Name of this router's audit log (one per router process). Default: the host name.",
+)
+@click.option(
+    "--audit-otlp-endpoint",
+    default=None,
+    metavar="URL",
+    help="Also send every audit record as an OTLP log record to URL, such as "
+    "http://collector:4318/v1/logs.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def router(
     routes: Path | None,
@@ -109,6 +147,11 @@ def router(
     failure_threshold: int,
     open_for: float,
     otlp_endpoint: str | None,
+    audit_dir: Path | None,
+    audit_signing_key: Path | None,
+    audit_failure: str,
+    audit_log_name: str | None,
+    audit_otlp_endpoint: str | None,
     verbose: bool,
 ) -> None:
     """Send each request to the best compliant, healthy site, never across a jurisdiction."""
@@ -138,5 +181,32 @@ def router(
             api_keys=api_keys,
             otlp_endpoint=otlp_endpoint,
             settings=settings,
+            extensions=_audit(
+                audit_dir, audit_signing_key, audit_failure, audit_log_name, audit_otlp_endpoint
+            ),
         )
     )
+
+
+def _audit(
+    directory: Path | None,
+    key: Path | None,
+    failure: str,
+    log_name: str | None,
+    otlp_endpoint: str | None,
+) -> tuple[Callable[[Router], AbstractContextManager[object]], ...]:
+    if directory is None and key is None:
+        return ()
+    if directory is None or key is None:
+        raise click.UsageError("--audit-dir and --audit-signing-key go together")
+    from soberana.operator.audit.keys import KeyFileError, load_signer
+    from soberana.operator.audit.requests import router_audit
+    from soberana.operator.audit.writer import WriterSettings
+
+    try:
+        signer = load_signer(key)
+        settings = WriterSettings(directory, log_name or socket.gethostname())
+    except (KeyFileError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+    mode = "open" if failure == "open" else "closed"
+    return (lambda router: router_audit(router, settings, signer, mode, otlp_endpoint),)
