@@ -240,7 +240,7 @@ def _open(
         summary.first_segment = segment
     summary.segments += 1
     summary.last_segment = segment
-    summary.keys.add(str(key["id"]))
+    summary.keys.add(key_id(public))
     state.segment = segment
     state.sealed = False
     return public

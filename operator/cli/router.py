@@ -200,7 +200,7 @@ def _audit(
     if directory is None or key is None:
         raise click.UsageError("--audit-dir and --audit-signing-key go together")
     from soberana.operator.audit.keys import KeyFileError, load_signer
-    from soberana.operator.audit.requests import router_audit
+    from soberana.operator.audit.requests import FailureMode, router_audit
     from soberana.operator.audit.writer import WriterSettings
 
     try:
@@ -208,5 +208,5 @@ def _audit(
         settings = WriterSettings(directory, log_name or socket.gethostname())
     except (KeyFileError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
-    mode = "open" if failure == "open" else "closed"
+    mode: FailureMode = "open" if failure == "open" else "closed"
     return (lambda router: router_audit(router, settings, signer, mode, otlp_endpoint),)
