@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 from pathlib import Path
 
@@ -44,14 +45,14 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     options = parser.parse_args()
     try:
-        import vllm
-        from vllm.engine.arg_utils import AsyncEngineArgs
+        vllm = importlib.import_module("vllm")
+        arg_utils = importlib.import_module("vllm.engine.arg_utils")
     except ImportError as error:
         print(f"vLLM is not importable here ({error}); run this with the vLLM env's Python")
         return 2
     names = [
         field.name
-        for field in dataclasses.fields(AsyncEngineArgs)
+        for field in dataclasses.fields(arg_utils.AsyncEngineArgs)
         if not field.name.startswith("_")
     ]
     text = render(str(vllm.__version__), names)
