@@ -278,11 +278,11 @@ def _link(record: Mapping[str, Any], seq: int, prev: str, state: _LogState, numb
             number, f"seq {seq} where {state.seq} was due: records reordered or repeated"
         )
     if state.head is not None and prev != state.head:
-        where = "the line before" if number > 1 else "the previous segment's last line"
+        where = f"line {number - 1}" if number > 1 else "the previous segment's last line"
         raise _BrokenError(
             number,
-            f"prev is not the SHA-256 of {where} (seq {seq - 1}): that record was altered, or "
-            f"this one was",
+            f"prev is not the SHA-256 of {where} (seq {seq - 1}): that record was altered (or "
+            f"this one's prev was)",
         )
     state.seq = seq + 1
 
