@@ -16,6 +16,7 @@ from soberana.operator.core.placement import (
     current_allocations,
     place,
 )
+from soberana.operator.core.render import render_warnings
 from soberana.operator.manifests import ManifestError, load_manifests
 
 
@@ -52,7 +53,8 @@ def plan(paths: tuple[Path, ...], output: str, solver: str) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(render_table(result, world))
-    for warning in result.warnings:
+    # GPU replicas Ray cannot pin to their GPU model (the render would leave them unpinned)
+    for warning in [*result.warnings, *render_warnings(result, world)]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 

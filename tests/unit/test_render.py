@@ -482,3 +482,21 @@ def test_one_application_on_several_gpu_models_is_reported() -> None:
     assert "accelerator_type" not in application["deployments"][0]["ray_actor_options"]
     (warning,) = render_warnings(split, scene)
     assert "several GPU models (A100, L4)" in warning
+
+
+def test_plan_warns_about_an_unknown_gpu_model(tmp_path: Path) -> None:
+    from soberana.operator.cli.plan import plan
+
+    (tmp_path / "site.yaml").write_text(VLLM_SITE.replace("model: L4", "model: RTX-4090"))
+    (tmp_path / "deployment.yaml").write_text(VLLM_DEPLOYMENT.replace("{ARGS}", "{}"))
+    result = CliRunner().invoke(plan, ["-f", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "'RTX-4090' has no Ray accelerator type" in result.stderr
+
+
+def test_plan_refuses_a_misspelled_vllm_argument(tmp_path: Path) -> None:
+    from soberana.operator.cli.plan import plan
+
+    result = CliRunner().invoke(plan, ["-f", str(vllm_manifests(tmp_path, "{max_model_lenn: 1}"))])
+    assert result.exit_code != 0
+    assert "spec.engine.args.max_model_lenn" in result.output
