@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := test,lint,serving
 
-.PHONY: all test test-unit lint fmt crds docs demo bench binaries clean help
+.PHONY: all test test-unit lint fmt crds docs demo bench binaries image clean help
 all: test
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make docs       regenerate docs/api.md from the typed models"
 	@echo "make demo       the end-to-end demo"
 	@echo "make bench      benchmarks (see bench/RESULTS.md)"
+	@echo "make image      the container image: build/image/soberana.oci.tar (buildah; installs its tools)"
 
 # pip runs as its script, never `python -m pip`: from this folder, a bare interpreter would
 # import ./operator/ in place of the standard library's `operator` module
@@ -57,6 +58,10 @@ demo: $(STAMP) binaries
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# needs no .venv: buildah, podman, mmdebstrap, umoci, skopeo and runc come from apt-get
+image:
+	hack/build_image.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
