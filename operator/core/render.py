@@ -10,8 +10,9 @@ The engine (``spec.engine``, or the format's default) decides the application:
 * ``vllm``: Ray Serve LLM's ``ray.serve.llm:build_openai_app`` with one ``LLMConfig``: the model
   id ``<namespace>/<name>``, the model's local path, ``engine.args`` as vLLM engine arguments
   plus ``tensor_parallel_size = resources.gpus``, a placement group of that many GPU bundles (or
-  one bundle of ``resources.cpus`` CPUs for a CPU-only replica), the accelerator type and the
-  replica count or autoscaling bounds.
+  one bundle of ``resources.cpus`` CPUs for a CPU-only replica, whose KV cache gets
+  :data:`CPU_KV_CACHE_SHARE` of ``resources.memoryGiB`` unless the args size it), the
+  accelerator type and the replica count or autoscaling bounds.
 * every other engine: soberana's model runtime (:data:`RUNTIME_IMPORT_PATH`) with the model, the
   engine and its args as builder ``args``. Replica counts and resources go into the
   application's ``deployments`` overrides rather than into ``args``, so that Ray Serve scales a
@@ -55,6 +56,10 @@ VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
 MODEL_ROOT = "/models"
 """Where a site mounts ``pvc://`` and ``s3://`` models (the runtime's default model root)."""
 
+CPU_KV_CACHE_SHARE = 0.5
+"""Share of a CPU-only vLLM replica's memoryGiB given to its KV cache, unless args size it."""
+
+_CPU_MEMORY_ARGS = frozenset({"kv_cache_memory_bytes", "gpu_memory_utilization"})
 _GIB = 1024**3
 
 RUNTIME_DEPLOYMENT_NAME = "Model"
@@ -245,6 +250,11 @@ def vllm_args(application: SiteApplication) -> dict[str, Any]:
         bundle: dict[str, float | int] = {"CPU": float(spec.resources.cpus)}
         if spec.resources.memory_gib is not None:
             bundle["memory"] = int(spec.resources.memory_gib * _GIB)
+            if _CPU_MEMORY_ARGS.isdisjoint(engine_kwargs):
+                # on CPUs vLLM otherwise reserves gpu_memory_utilization (0.92) of the node
+                engine_kwargs["kv_cache_memory_bytes"] = int(
+                    spec.resources.memory_gib * _GIB * CPU_KV_CACHE_SHARE
+                )
         config["placement_group_config"] = {"bundles": [bundle], "strategy": "STRICT_PACK"}
         deployment_config["ray_actor_options"] = {"num_cpus": 0.0}
     else:

@@ -371,9 +371,21 @@ def test_vllm_cpu_only_replica_gets_one_cpu_bundle_and_no_accelerator() -> None:
         "enforce_eager": True,
         "max_model_len": 512,
         "tensor_parallel_size": 1,
+        "kv_cache_memory_bytes": 2 * 1024**3,  # half the replica's memory
     }
     assert parsed.placement_group_config["bundles"] == [{"CPU": 2.0, "memory": 4 * 1024**3}]
     assert parsed.deployment_config["ray_actor_options"] == {"num_cpus": 0.0}
+
+
+def test_vllm_args_that_size_the_cpu_kv_cache_are_kept() -> None:
+    chat = deployment(
+        "chat",
+        engine={"name": "vllm", "args": {"gpu_memory_utilization": 0.3}},
+        resources={"gpus": 0, "cpus": 2, "memoryGiB": 4},
+    )
+    config = render_serve_config("edge-1", [SiteApplication(chat, 1, (CPU_POOL,))])
+    parsed = llm_config(config["applications"][0])
+    assert parsed.engine_kwargs == {"gpu_memory_utilization": 0.3, "tensor_parallel_size": 1}
 
 
 def test_vllm_autoscaling_bounds_go_to_the_deployment_config() -> None:
