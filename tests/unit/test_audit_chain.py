@@ -340,3 +340,19 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code != 0 and "exists" in result.output
     assert (tmp_path / "k.pem").read_text() == "precious"
+
+
+def test_records_dropped_from_a_full_queue_leave_a_gap_record(
+    tmp_path: Path, signer: Signer
+) -> None:
+    writer = AuditWriter(WriterSettings(tmp_path, "r1", max_queue=5, headroom=2), signer)
+    accepted = [writer.submit(request, index) for index in range(10)]  # before the thread runs
+    assert accepted == [True] * 7 + [False] * 3
+    assert writer.dropped == 3
+    assert writer.refusal() is not None and "behind" in writer.refusal()  # type: ignore[operator]
+    writer.start()
+    writer.close()
+    report = Report()
+    assert verify(sources(tmp_path), [signer.public], on_record=report.add).ok
+    assert report.gaps == 3 and report.requests == 7
+    assert report.document()["lost_records"] == 3
