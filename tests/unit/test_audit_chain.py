@@ -7,16 +7,18 @@ naming the segment file and the line.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from soberana.operator.audit.chain import Chain, ChainState, Signer, digest
+from soberana.operator.audit.chain import Chain, ChainState, Signer, digest, parse_time
 from soberana.operator.audit.keys import generate, load_public_key, load_signer
 from soberana.operator.audit.report import Report, outside
 from soberana.operator.audit.verify import SegmentSource, Verification, verify
@@ -26,7 +28,7 @@ from soberana.operator.cli import main
 RECORDS = 400
 
 
-def request(index: int) -> dict[str, object]:
+def request(index: int) -> dict[str, Any]:
     jurisdiction = ["BR", "CL"][index % 2]
     return {
         "kind": "request",
@@ -59,8 +61,8 @@ def sources(directory: Path) -> list[SegmentSource]:
     return [lines(path) for path in sorted(directory.glob("*.jsonl"))]
 
 
-def check(directory: Path, signer: Signer, **options: bool) -> Verification:
-    return verify(sources(directory), [signer.public], **options)
+def check(directory: Path, signer: Signer, *, allow_open: bool = False) -> Verification:
+    return verify(sources(directory), [signer.public], allow_open=allow_open)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +242,7 @@ def test_chain_fields_cannot_be_set_by_a_record(signer: Signer) -> None:
 def test_outside_restrictions_looks_at_every_site_that_processed_it() -> None:
     record = request(0)
     assert outside(record) == []
-    record["tried"] = [{"site": "us1", "jurisdiction": "US"}, *record["tried"]]  # type: ignore[list-item]
+    record["tried"] = [{"site": "us1", "jurisdiction": "US"}, *record["tried"]]
     assert len(outside(record)) == 1 and "us1 (US)" in outside(record)[0]
     denied = {**request(1), "restrictions": [{"source": "tenant", "allowed": [], "denied": ["CL"]}]}
     assert "tenant" in outside(denied)[0]
@@ -273,9 +275,7 @@ def test_placements_answer_where_a_model_could_have_run_in_a_window() -> None:
     assert entry["changes"] == 1
 
 
-def _t(text: str):  # type: ignore[no-untyped-def]
-    from soberana.operator.audit.chain import parse_time
-
+def _t(text: str) -> dt.datetime:
     return parse_time(text)
 
 

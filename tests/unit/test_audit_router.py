@@ -133,6 +133,7 @@ async def send(
         region = headers["X-Soberana-Region"] = rng.choice(REGIONS)
     key = rng.choice([*KEYS, "sk-wrong-0000000000000"])
     headers["Authorization"] = f"Bearer {key}"
+    body: dict[str, Any]
     if rng.random() < 0.5:
         target, body = f"{url}/v1/chat/completions", {"model": model, "messages": []}
     else:
