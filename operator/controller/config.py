@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from soberana.operator.core.placement import Solver
@@ -43,6 +44,18 @@ class LeaderElection:
 
 
 @dataclass(frozen=True)
+class PlacementChange:
+    """A deployment's placement changed (its Placed, Moved or Unplaceable Event), as evidence."""
+
+    deployment: str  # namespace/name
+    reason: str  # the Event's reason
+    message: str
+    old: tuple[tuple[str, int], ...]  # (site, replicas) before
+    new: tuple[tuple[str, int], ...]  # (site, replicas) now
+    jurisdictions: Mapping[str, str]  # of the sites above that are known
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     """How the operator reconciles.
 
@@ -68,6 +81,8 @@ class OperatorConfig:
     unhealthy_after_s: float = 30.0
     secrets_namespace: str = "default"
     placement: PlacementOptions = field(default_factory=PlacementOptions)
+    # told of every placement change, such as the audit log (it must not block)
+    on_placement: Callable[[PlacementChange], None] | None = None
     leader_election: LeaderElection | None = None
     metrics_port: int | None = None
 

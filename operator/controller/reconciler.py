@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from soberana.operator.backends.base import BackendFactory
-from soberana.operator.controller.config import OperatorConfig
+from soberana.operator.controller.config import OperatorConfig, PlacementChange
 from soberana.operator.controller.kube import ObjectRef
 from soberana.operator.controller.sites import SiteAgent, SiteFleet
 from soberana.operator.controller.snapshot import (
@@ -153,6 +153,7 @@ class Reconciler:
         self._written: dict[str, tuple[dict[str, Any], float]] = {}
         self.last_result: ReconcileResult | None = None
         self._last_inputs: list[Any] = []
+        self._jurisdictions: dict[str, str] = {}  # of the sites, for placement evidence
 
     # ------------------------------------------------------------------ inputs
 
@@ -206,6 +207,7 @@ class Reconciler:
         }
         active = [raw for raw in raw_deployments if _key(raw) not in deleting]
         sites, bad_sites = parse_sites(raw_sites)
+        self._jurisdictions = {site.metadata.name: site.spec.jurisdiction for site in sites}
         deployments, bad_deployments = parse_deployments(active)
         raw_by_key = {_key(raw): raw for raw in [*raw_sites, *active]}
 
@@ -462,6 +464,17 @@ class Reconciler:
                 message=message,
             )
             result.events.append((update.key, reason))
+            if self.config.on_placement is not None:
+                self.config.on_placement(
+                    PlacementChange(
+                        update.key,
+                        reason,
+                        message,
+                        _shares(update.previous),
+                        _shares(update.new),
+                        self._jurisdictions,
+                    )
+                )
 
     async def _site_job(
         self,
@@ -603,6 +616,10 @@ def _is_condition(raw: Mapping[str, Any]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _shares(status: ModelDeploymentStatus | None) -> tuple[tuple[str, int], ...]:
+    return tuple((p.site, p.replicas) for p in status.placements) if status else ()
 
 
 def _placement_event(
