@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,12 +42,23 @@ class FakeSite:
     # when set, each streamed chunk waits for a token: True sends it, False drops the connection
     gate: asyncio.Queue[bool] | None = None
     hold: asyncio.Event | None = None  # when set, answers wait until it is set
+    failing_paths: dict[str, int] = field(default_factory=dict)  # path after the model: status
+    headers: dict[str, str] = field(default_factory=dict)  # added to every answer
     received: list[Received] = field(default_factory=list)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._add_headers])
         app.router.add_route("*", "/{namespace}/{name}/{path:.*}", self._handle)
         return app
+
+    @web.middleware
+    async def _add_headers(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if not response.prepared:
+            response.headers.update(self.headers)
+        return response
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -58,8 +69,9 @@ class FakeSite:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
-        if self.failing_status is not None:
-            return web.json_response({"error": {"message": "failing"}}, status=self.failing_status)
+        status = self.failing_paths.get(request.match_info["path"], self.failing_status)
+        if status is not None:
+            return web.json_response({"error": {"message": "failing"}}, status=status)
         model = f"{request.match_info['namespace']}/{request.match_info['name']}"
         path = request.match_info["path"]
         document: Any = json.loads(body) if body else {}
@@ -74,7 +86,7 @@ class FakeSite:
         return web.json_response({"model": model, "site": self.name, "path": "/" + path})
 
     async def _stream(self, request: web.Request, model: str, path: str) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **self.headers})
         await response.prepare(request)
         for index in range(self.chunks):
             if self.gate is not None and not await self.gate.get():

@@ -110,7 +110,11 @@ class RouterSettings:
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     failure_threshold: int = 3  # consecutive failures that open a site's breaker
     open_for_s: float = 1.0  # how long a breaker stays open before its first probe
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024  # a request to a model's other APIs (/models/...)
+    max_openai_body_bytes: int = 16 * 1024 * 1024  # a chat or text completion request
+    max_connections: int = 2048  # client connections; more are answered 503 and closed
+    header_timeout_s: float = 10.0  # to receive a request's head
+    keepalive_s: float = 75.0  # an idle client connection is closed after this
 
 
 class Router:
@@ -161,9 +165,16 @@ async def serving_router(
     """Serve ``router`` on ``host``:``port`` (0: any free port) while the context lasts;
     ``background`` tasks run as long. On the way out, requests being answered get
     ``shutdown_timeout_s`` to finish."""
-    forwarder = Forwarder(router.health, router.metrics, router.clock, router.settings.forward)
+    settings = router.settings
+    forwarder = Forwarder(router.health, router.metrics, router.clock, settings.forward)
+    endpoints = _Endpoints(router, forwarder)
     server = HttpServer(
-        _Endpoints(router, forwarder).answer, max_body_bytes=router.settings.max_body_bytes
+        endpoints.answer,
+        head_check=endpoints.head_check,
+        max_body_bytes=_SMALL_BODY_BYTES,
+        keepalive_s=settings.keepalive_s,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
     )
     tasks = [asyncio.create_task(_logged(task)) for task in background]
     try:
@@ -174,7 +185,7 @@ async def serving_router(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        forwarder.close()
+        await forwarder.close()
         await asyncio.to_thread(router.telemetry.shutdown)  # flushes over the network
 
 
@@ -207,6 +218,10 @@ class _RefusedError(Exception):
 
 
 _MODEL_API = "/models/"
+_SMALL_BODY_BYTES = 64 * 1024  # endpoints that take no body, and unknown ones
+_UNSAFE_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2[ef]|%5c|\\", re.IGNORECASE)
+"""Dot-segments, and dots, slashes and backslashes in disguise: a site or a proxy in front of it
+that normalises the path would serve another model than the one residency was decided for."""
 
 
 class _Endpoints:
@@ -222,6 +237,62 @@ class _Endpoints:
             "/metrics": ("GET", self.metrics),
         }
 
+    def head_check(self, request: Request) -> Response | int:
+        """Before a request's body is read: refuse it (a routed request without a valid API
+        key, to an unknown model, or to an unsafe path), or say how large its body may be."""
+        path = request.path
+        fixed = self._fixed.get(path)
+        settings = self.router.settings
+        if fixed is not None:
+            if fixed[0] != "POST" or request.method != "POST":
+                return _SMALL_BODY_BYTES
+            refused = self._check_head(request, None, None)
+            return refused or settings.max_openai_body_bytes
+        model = _model_api(path)
+        if model is None:
+            return _SMALL_BODY_BYTES
+        refused = self._check_head(request, model, path[len(_MODEL_API) + len(model) :])
+        return refused or settings.max_body_bytes
+
+    def _check_head(
+        self, request: Request, model_key: str | None, rest: str | None
+    ) -> Response | None:
+        caller: Caller | None = None
+        try:
+            caller = request.context = self._caller(request)
+            if model_key is not None:
+                if rest is not None and _UNSAFE_PATH.search(rest):
+                    raise _RefusedError(
+                        "bad_request",
+                        400,
+                        "invalid_path",
+                        "the path after the model may not hold dot-segments ('.', '..') or "
+                        "encoded dots, slashes or backslashes",
+                    )
+                router = self.router
+                if router.has_table and router.table.models.get(self._model_key(model_key)) is None:
+                    raise _unknown_model(model_key)
+            return None
+        except _RefusedError as refused:
+            self._refused(request, refused, model_key, caller)
+            return refused.response
+
+    def _refused(
+        self,
+        request: Request,
+        refused: _RefusedError,
+        model_key: str | None,
+        caller: Caller | None,
+    ) -> None:
+        """Count and report a request refused at its head."""
+        router = self.router
+        router.metrics.requests("", "", refused.outcome).inc()
+        if router.on_outcome is not None:
+            response = refused.response
+            router.on_outcome(
+                _outcome_of(request, model_key, caller, None, None, None, response, refused.code)
+            )
+
     async def answer(self, request: Request) -> Answer:
         """The endpoint at the request's path, or 404 (405 for another method)."""
         fixed = self._fixed.get(request.path)
@@ -235,21 +306,18 @@ class _Endpoints:
                 f"{request.path} takes {method}",
                 headers=((b"Allow", method.encode()),),
             )
-        if request.path.startswith(_MODEL_API):  # /models/<namespace>/<name>/<path>
-            namespace, _, rest = request.path.removeprefix(_MODEL_API).partition("/")
-            name, slash, _ = rest.partition("/")
-            if namespace and name and slash:
-                return await self.model_api(request, namespace, name)
+        model = _model_api(request.path)
+        if model is not None:
+            return await self.model_api(request, model)
         return error_response(404, "not_found", f"the router has no endpoint {request.path}")
 
     async def openai(self, request: Request) -> Answer:
-        body = request.body
-        return await self._route(request, request.path, body, request.target, _model_of(body))
+        return await self._route(request, request.path, request.body, request.target, None)
 
-    async def model_api(self, request: Request, namespace: str, name: str) -> Answer:
-        path = request.target.removeprefix(f"{_MODEL_API}{namespace}/{name}")
+    async def model_api(self, request: Request, model_key: str) -> Answer:
+        path = request.target[len(_MODEL_API) + len(model_key) :]
         route = "/models/{namespace}/{name}/{path}"
-        return await self._route(request, route, request.body, path, f"{namespace}/{name}")
+        return await self._route(request, route, request.body, path, model_key)
 
     async def models(self, request: Request) -> Response:
         try:
@@ -295,7 +363,11 @@ class _Endpoints:
             try:
                 if router.admission is not None and (closed := router.admission()) is not None:
                     raise _RefusedError("audit_unavailable", 503, "audit_unavailable", closed)
-                caller = self._caller(request)
+                caller = request.context  # the head check's
+                if caller is None and router.api_keys is not None:
+                    caller = self._caller(request)
+                if model_key is None:  # an OpenAI request names it in its body
+                    model_key = _model_of(body)
                 if caller is not None:
                     span.set_attribute("soberana.tenant", caller.tenant)
                 scope = self._scope(request, caller)
@@ -306,12 +378,29 @@ class _Endpoints:
                 site = forwarded.site or ""
                 response, outcome = self._answer(decision, forwarded, span)
                 if forwarded.response is None:
-                    refusal = "no_compliant_site"
+                    refusal = outcome
                 if forwarded.site is not None:
                     added = router.clock() - received - forwarded.upstream_wait_s
                     router.metrics.added_latency.observe(added)
             except _RefusedError as refused:
                 response, outcome, refusal = refused.response, refused.outcome, refused.code
+            except asyncio.CancelledError:  # the client left: its connection is gone
+                router.metrics.requests(model, site, "client_closed").inc()
+                if router.on_outcome is not None:
+                    gone = Response(499)  # nginx's "client closed request"; nothing was sent
+                    router.on_outcome(
+                        _outcome_of(
+                            request,
+                            model_key,
+                            caller,
+                            scope,
+                            decision,
+                            forwarded,
+                            gone,
+                            "client_closed_request",
+                        )
+                    )
+                raise
             span.set_attributes(
                 {"http.response.status_code": response.status, "soberana.outcome": outcome}
             )
@@ -396,13 +485,7 @@ class _Endpoints:
             )
         model = router.table.models.get(model_key)
         if model is None:
-            raise _RefusedError(
-                "model_not_found",
-                404,
-                "model_not_found",
-                f"model {model_key} is not in the routing table",
-                param="model",
-            )
+            raise _unknown_model(model_key)
         decision = decide(router.table, model, scope, router.health, router.clock())
         if span.is_recording():
             span.set_attributes(
@@ -425,13 +508,13 @@ class _Endpoints:
     def _outbound(self, request: Request, body: bytes, path: str, span: trace.Span) -> Outbound:
         # with API keys, Authorization holds the router's key, not the site's
         dropped = _NOT_PASSED_ON_WITH_KEYS if self.router.api_keys else _NOT_PASSED_ON
-        lines = [
-            b"%s: %s\r\n" % (name, value)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.raw_headers
             if name.lower() not in dropped
         ]
-        lines.append(self.router.telemetry.outgoing_headers(span))
-        return Outbound(request.method, path, b"".join(lines), body)
+        headers += self.router.telemetry.outgoing_headers(span)
+        return Outbound(request.method, path, headers, body)
 
     def _answer(
         self, decision: Decision, forwarded: Forwarded, span: trace.Span
@@ -442,6 +525,16 @@ class _Endpoints:
             outcome = "aborted" if forwarded.aborted else _outcome(forwarded.response.status)
             return forwarded.response, outcome
         reasons = "; ".join(str(x) for x in (*decision.exclusions, *forwarded.failures))
+        if forwarded.deadline_exceeded:
+            timeout = self.router.settings.forward.request_timeout_s
+            message = (
+                f"no site answered model {decision.model.key} within the router's request "
+                f"timeout of {timeout:g}s" + (f": {reasons}" if reasons else "")
+            )
+            return error_response(504, "deadline_exceeded", message), "deadline_exceeded"
+        if forwarded.timed_out:
+            message = f"no site answered model {decision.model.key} in time: {reasons}"
+            return error_response(504, "site_timeout", message), "site_timeout"
         message = f"no compliant site could serve model {decision.model.key}: {reasons}"
         return error_response(503, "no_compliant_site", message), "no_compliant_site"
 
@@ -498,10 +591,33 @@ def _outcome_of(
     )
 
 
+def _unknown_model(model_key: str) -> _RefusedError:
+    return _RefusedError(
+        "model_not_found",
+        404,
+        "model_not_found",
+        f"model {model_key} is not in the routing table",
+        param="model",
+    )
+
+
+def _model_api(path: str) -> str | None:
+    """``<namespace>/<name>`` of a path ``/models/<namespace>/<name>/<path>``, else None."""
+    if not path.startswith(_MODEL_API):
+        return None
+    namespace, _, rest = path[len(_MODEL_API) :].partition("/")
+    name, slash, _ = rest.partition("/")
+    return f"{namespace}/{name}" if namespace and name and slash else None
+
+
 def _model_of(body: bytes) -> str | None:
     try:
         document: Any = json.loads(body)
     except ValueError:
         return None
+    except RecursionError:
+        raise _RefusedError(
+            "bad_request", 400, "invalid_body", "the request's JSON is nested too deeply"
+        ) from None
     model = document.get("model") if isinstance(document, dict) else None
     return model if isinstance(model, str) else None

@@ -13,6 +13,7 @@ Requests go out over kept-alive connections (:mod:`.upstream`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ HOP_BY_HOP = frozenset(
 """Headers (lowercase) that describe one connection, not the message: never passed on."""
 
 _NOT_RELAYED = HOP_BY_HOP | {b"date"}  # the router's server dates its own answers
+_OWN_PREFIX = b"x-soberana-"  # the router's own headers: a site's are never relayed
 
-_RETRIABLE = (UpstreamError, TimeoutError)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods whose attempts may be sent again after they reached a site (RFC 9110, 9.2.2)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Outbound:
 
     method: str
     path: str  # with its query string, percent-encoded as received
-    headers: bytes  # header lines as sent, without Host and Content-Length
+    headers: list[tuple[str, str]]  # without Host and Content-Length
     body: bytes
 
 
@@ -71,14 +74,19 @@ class Forwarded:
     failures: list[Exclusion] = field(default_factory=list)
     aborted: bool = False  # the site failed after the response had started
     server_error: Response | None = None  # the last 5xx answer of a site
+    deadline_exceeded: bool = False  # request_timeout_s passed before a response began
+    timed_out: bool = False  # the last site tried was silent for response_timeout_s
 
 
 @dataclass(frozen=True)
 class ForwardSettings:
     max_attempts: int = 3
     connect_timeout_s: float = 1.0
-    response_timeout_s: float = 60.0
+    response_timeout_s: float = 60.0  # a site silent this long, before or within its answer
+    request_timeout_s: float = 300.0  # until a response begins, every attempt included
     buffer_limit_bytes: int = 1024 * 1024
+    max_response_header_line_bytes: int = 8190  # a site's status line or one header line
+    max_response_headers: int = 100
 
 
 class Forwarder:
@@ -89,18 +97,43 @@ class Forwarder:
         clock: Callable[[], float],
         settings: ForwardSettings,
     ) -> None:
-        self._upstreams = Upstreams(settings.connect_timeout_s, settings.response_timeout_s)
+        self._upstreams = Upstreams(
+            settings.connect_timeout_s,
+            settings.response_timeout_s,
+            max_header_line_bytes=settings.max_response_header_line_bytes,
+            max_headers=settings.max_response_headers,
+        )
         self._health = health
         self._metrics = metrics
         self._clock = clock
         self._settings = settings
 
-    def close(self) -> None:
-        """Close the idle connections to the sites."""
-        self._upstreams.close()
+    async def close(self) -> None:
+        """Close the connections to the sites."""
+        await self._upstreams.close()
 
     async def forward(self, client: Request, decision: Decision, outbound: Outbound) -> Forwarded:
         result = Forwarded()
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_s):
+                started = await self._attempts(decision, outbound, result)
+        except TimeoutError:  # the deadline's own: each attempt's are caught within
+            result.deadline_exceeded = True
+            result.response = None
+            return result
+        if started is not None:  # relayed as it comes: only silence bounds it now
+            assert result.site is not None
+            try:
+                result.response = await self._streamed(client, started, result.site, result)
+            finally:
+                started.close()
+        return result
+
+    async def _attempts(
+        self, decision: Decision, outbound: Outbound, result: Forwarded
+    ) -> UpstreamResponse | None:
+        """Try the candidates in turn; a response to stream, or None (result.response says
+        what the client gets)."""
         attempts = 0
         for candidate in decision.candidates:
             if attempts == self._settings.max_attempts:
@@ -111,27 +144,33 @@ class Forwarder:
                 continue
             attempts += 1
             result.tried.append(candidate.site.name)
-            result.response = await self._attempt(client, decision, candidate, outbound, result)
-            if result.response is not None:
-                return result
+            answer, retry = await self._attempt(decision, candidate, outbound, result)
+            if isinstance(answer, UpstreamResponse):
+                return answer
+            if answer is not None:
+                result.response = answer
+                return None
+            if not retry:
+                break
         # every attempt failed; if the last site answered a 5xx, pass that answer on
         result.response = result.server_error
         if result.server_error is not None:
             result.answered_by = result.tried[-1]
-        return result
+        return None
 
     async def _attempt(
         self,
-        client: Request,
         decision: Decision,
         candidate: Candidate,
         outbound: Outbound,
         result: Forwarded,
-    ) -> Answer | None:
-        """One try at one site: the response the client got, or None when the site failed."""
+    ) -> tuple[Response | UpstreamResponse | None, bool]:
+        """One try at one site: its buffered answer, or its response to stream, or None when it
+        failed, with whether another site may be tried."""
         site = candidate.site
         assert site.url is not None
         health = self._health[site.name]
+        idempotent = outbound.method in IDEMPOTENT
         started = self._clock()
         probe = health.breaker.on_attempt(started)
         health.in_flight += 1
@@ -144,33 +183,56 @@ class Forwarder:
                 outbound.headers,
                 outbound.body,
             )
+            keep = False
             try:
                 waited = self._clock() - started
                 self._metrics.upstream_latency(site.name).observe(waited)
                 if upstream.status >= 500:
                     result.server_error = await self._buffered(upstream, site.name)
-                    raise _ServerError(f"answered {upstream.status}")
+                    # the site answered: its connection is sound, whatever the request did;
+                    # only the breaker's probe tells of the site itself
+                    if probe:
+                        health.breaker.on_failure(self._clock(), probe=True)
+                    else:
+                        health.breaker.on_success()
+                    settled = True
+                    result.timed_out = False
+                    self._failed(decision, site.name, "server_error", result)
+                    result.failures.append(Exclusion(site.name, f"answered {upstream.status}"))
+                    return None, idempotent or upstream.status == 503
                 if self._fits_buffer(upstream):
                     response = await self._buffered(upstream, site.name)
                     self._succeed(health, waited, result, site.name)
                     settled = True
-                    return response
+                    return response, False
                 self._succeed(health, waited, result, site.name)
                 settled = True
-                return await self._streamed(client, upstream, site.name, result)
+                keep = True
+                return upstream, False
             finally:
-                upstream.close()
-        except (*_RETRIABLE, _ServerError) as error:
+                if not keep:
+                    upstream.close()
+        except UpstreamError as error:  # the site or its connection failed
             settled = True
+            result.timed_out = False
             health.breaker.on_failure(self._clock(), probe=probe)
-            kind = _kind(error)
-            self._metrics.retries(decision.model.key, site.name, kind).inc()
+            self._failed(decision, site.name, "connection_error", result)
+            result.failures.append(Exclusion(site.name, str(error)))
+            return None, True
+        except TimeoutError as error:  # slow for this request: the request may be why
+            settled = True
+            result.timed_out = True
+            health.breaker.on_abandoned(probe=probe)
+            self._failed(decision, site.name, "timeout", result)
             result.failures.append(Exclusion(site.name, _describe(error)))
-            return None
+            return None, idempotent
         finally:
             health.in_flight -= 1
-            if not settled:  # cancelled: the client went away before the site answered
+            if not settled:  # cancelled: the client left, or the deadline passed
                 health.breaker.on_abandoned(probe=probe)
+
+    def _failed(self, decision: Decision, site: str, kind: str, result: Forwarded) -> None:
+        self._metrics.retries(decision.model.key, site, kind).inc()
 
     def _succeed(self, health: SiteHealth, waited: float, result: Forwarded, site: str) -> None:
         health.observe_latency(waited * 1000)
@@ -216,7 +278,7 @@ async def _arriving(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
             chunk = await chunks.__anext__()
         except StopAsyncIteration:
             return
-        except _RETRIABLE as error:
+        except (UpstreamError, TimeoutError) as error:
             raise _SiteFailedError(_describe(error)) from error
         yield chunk
 
@@ -225,23 +287,14 @@ class _SiteFailedError(Exception):
     """The site failed after its response had started."""
 
 
-class _ServerError(Exception):
-    """The site answered with a 5xx status."""
-
-
 def _response_headers(upstream: UpstreamResponse, site: str) -> list[tuple[bytes, bytes]]:
-    headers = [header for header in upstream.headers if header[0].lower() not in _NOT_RELAYED]
+    headers = []
+    for name, value in upstream.headers:
+        lowered = name.lower()
+        if lowered not in _NOT_RELAYED and not lowered.startswith(_OWN_PREFIX):
+            headers.append((name, value))
     headers.append((SITE_HEADER, site.encode()))
     return headers
-
-
-def _kind(error: Exception) -> str:
-    """A short, bounded name for what went wrong, for metric labels."""
-    if isinstance(error, _ServerError):
-        return "server_error"
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    return "connection_error"
 
 
 def _describe(error: Exception) -> str:

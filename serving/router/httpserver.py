@@ -63,12 +63,15 @@ class Request:
     __slots__ = (
         "_connection",
         "body",
+        "body_limit",
+        "context",
         "headers",
         "keep_alive",
         "method",
         "path",
         "raw_headers",
         "received_at",
+        "refusal",
         "stream_started",
         "target",
         "version",
@@ -82,7 +85,6 @@ class Request:
         version: str,
         raw_headers: list[tuple[bytes, bytes]],
         headers: dict[str, str],
-        body: bytes,
         keep_alive: bool,
     ) -> None:
         self._connection = connection
@@ -92,10 +94,13 @@ class Request:
         self.version = version
         self.raw_headers = raw_headers
         self.headers: Mapping[str, str] = headers  # lowercase names; the first of repeated ones
-        self.body = body
+        self.body = b""  # the whole body, once it is in
         self.keep_alive = keep_alive
         self.stream_started = False
         self.received_at = time.time()
+        self.body_limit = 0  # the most body bytes taken, once admitted
+        self.context: Any = None  # what the head check learned, for the handler
+        self.refusal: Response | None = None  # the answer, when refused before its body
 
     def stream(self, status: int, headers: Headers) -> ResponseStream:
         """Send the head of a streamed answer; its body follows through the stream."""
@@ -142,6 +147,9 @@ class ResponseStream:
 
 Answer = Response | ResponseStream
 Handler = Callable[[Request], Awaitable[Answer]]
+HeadCheck = Callable[[Request], Response | int]
+"""Called with each request once its head is in, before its body is read: the answer that
+refuses it (its body is then never read), or the most body bytes it may have."""
 
 
 class HttpServer:
@@ -152,13 +160,21 @@ class HttpServer:
         handler: Handler,
         *,
         max_body_bytes: int,
+        head_check: HeadCheck | None = None,
         max_head_bytes: int = 64 * 1024,
         keepalive_s: float = 75.0,
+        header_timeout_s: float = 10.0,
+        max_connections: int = 2048,
+        linger_s: float = 2.0,
     ) -> None:
         self.handler = handler
-        self.max_body_bytes = max_body_bytes
+        self.head_check = head_check
+        self.max_body_bytes = max_body_bytes  # without a head check, for every request
         self.max_head_bytes = max_head_bytes
         self.keepalive_s = keepalive_s
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.linger_s = linger_s
         self.connections: set[_ClientConnection] = set()
         self._server: asyncio.Server | None = None
         self._date = (0, b"")
@@ -201,25 +217,35 @@ class HttpServer:
 class _RefusedError(Exception):
     """A request the connection answers itself, then closes."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Headers = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
+
+
+_NOT_TAKEN = frozenset({b"CONNECT", b"TRACE"})  # a proxy's methods, and a reflection risk
 
 
 class _ClientConnection(asyncio.Protocol):
-    """One client's connection; httptools calls the ``on_*`` methods as it parses."""
+    """One client's connection; httptools calls the ``on_*`` methods as it parses.
+
+    Nothing refers back to the connection once it is lost (parser, timers and requests let go
+    of it), so that it is freed at once, without waiting for the cycle collector.
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         # the request being parsed
         self._in_head = False
         self._head_bytes = 0
+        self._head_deadline: float | None = None  # when the head being read is overdue
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._lookup: dict[str, str] = {}
+        self._request: Request | None = None  # once its head is in
         self._body: list[bytes] = []
         self._body_bytes = 0
         # the requests read, and the one being answered
@@ -227,8 +253,10 @@ class _ClientConnection(asyncio.Protocol):
         self._answering: asyncio.Task[None] | None = None
         self._reading_paused = False
         self._closing = False  # close once the request being answered is
+        self._discarding = False  # what the client still sends is read and dropped
         self._last_active = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
         self.write_paused = False
         self.closed = False
@@ -237,23 +265,40 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._server.connections.add(self)
+        server = self._server
+        if len(server.connections) >= server.max_connections:
+            self._discarding = True
+            self._parser = None
+            self._write_refusal(503, "the router has too many connections; retry later")
+            self._transport.close()
+            return
+        server.connections.add(self)
+        self._head_deadline = self._loop.time() + server.header_timeout_s
+        self._watch_head()
         self._wait_idle()
 
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # refused, or closing: what follows is dropped unread
+            return
         try:
-            self._parser.feed_data(data)
-            if self._in_head:  # a head spans reads: bound what httptools holds of it meanwhile
+            parser.feed_data(data)
+            if (
+                self._in_head and self._parser is not None
+            ):  # a head spans reads: bound what httptools holds of it meanwhile
                 self._grow_head(len(data))
         except _RefusedError as refused:
-            self._refuse(refused.status, str(refused))
+            self._refuse(refused.status, str(refused), refused.headers)
         except httptools.HttpParserCallbackError as error:
             limit = error.__context__  # what the callback raised
-            if not isinstance(limit, _RefusedError):
-                raise
-            self._refuse(limit.status, str(limit))
+            if isinstance(limit, _RefusedError):
+                self._refuse(limit.status, str(limit), limit.headers)
+            else:
+                log.error("a request could not be parsed", exc_info=limit)
+                self._refuse(400, "malformed request")
         except httptools.HttpParserUpgrade:
             self._closing = True  # the request is in; what follows is not HTTP/1.1 we take
+            self._parser = None
             self._pause_reading()
         except httptools.HttpParserError as error:
             self._refuse(400, f"malformed request: {error}")
@@ -262,10 +307,17 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = True
         self._server.connections.discard(self)
         self._pending.clear()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._parser = None
+        self._request = None
+        self._body = []
+        for timer in (self._idle_timer, self._head_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._head_timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("the client closed its connection"))
+        if self._answering is not None and not self._answering.done():
+            self._answering.cancel()  # the client left: so does the work done for it
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -280,6 +332,9 @@ class _ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._head_deadline = self._loop.time() + self._server.header_timeout_s
+        if self._head_timer is None:
+            self._watch_head()
         self._url = b""
         self._headers = []
         self._lookup = {}
@@ -292,51 +347,78 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._lookup.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        key = name.decode("latin-1").lower()
+        if key == "host" and key in self._lookup:
+            raise _RefusedError(400, "a request has one Host header, not several")
+        self._lookup.setdefault(key, value.decode("latin-1"))
         self._grow_head(len(name) + len(value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_deadline = None
+        parser = self._parser
+        assert parser is not None
+        method = parser.get_method()
+        if method in _NOT_TAKEN:
+            raise _RefusedError(405, f"{method.decode()} is not served here")
+        version = parser.get_http_version()
+        if version == "1.1" and "host" not in self._lookup:
+            raise _RefusedError(400, "an HTTP/1.1 request needs a Host header")
+        request = Request(
+            self,
+            method.decode("ascii"),
+            _target(self._url),
+            version,
+            self._headers,
+            self._lookup,
+            parser.should_keep_alive(),
+        )
+        head_check = self._server.head_check
+        admitted = self._server.max_body_bytes if head_check is None else head_check(request)
+        if isinstance(admitted, Response):
+            request.refusal = admitted
+            request.keep_alive = False
+            self._take(request)
+            self._parser = None  # its body is never read
+            self._closing = self._discarding = True
+            return
+        request.body_limit = admitted
         length = self._lookup.get("content-length")
-        if length is not None and int(length) > self._server.max_body_bytes:  # llhttp checked it
-            raise _RefusedError(413, "the request's body is too large")
+        if length is not None and int(length) > admitted:  # llhttp checked it
+            raise _RefusedError(413, f"the request's body is over {admitted} bytes")
+        self._request = request
         if (
             self._lookup.get("expect", "").lower() == "100-continue"
             and self._answering is None
-            and self._parser.get_http_version() == "1.1"
+            and version == "1.1"
         ):
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        request = self._request
+        if request is None:  # refused at its head: the rest of this read is dropped
+            return
         self._body.append(body)
         self._body_bytes += len(body)
-        if self._body_bytes > self._server.max_body_bytes:
-            raise _RefusedError(413, "the request's body is too large")
+        if self._body_bytes > request.body_limit:
+            raise _RefusedError(413, f"the request's body is over {request.body_limit} bytes")
 
     def on_message_complete(self) -> None:
-        parser = self._parser
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        target = self._url.decode("utf-8", "surrogateescape")
-        if not target.startswith("/"):  # absolute-form, as sent to proxies (RFC 9112, 3.2.2)
-            parts = urlsplit(target)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        request = Request(
-            self,
-            parser.get_method().decode("ascii"),
-            target,
-            parser.get_http_version(),
-            self._headers,
-            self._lookup,
-            body,
-            parser.should_keep_alive(),
-        )
+        request, self._request = self._request, None
+        if request is None:  # refused at its head
+            return
+        body, self._body = self._body, []
+        request.body = body[0] if len(body) == 1 else b"".join(body)
+        self._take(request)
+
+    # answering
+
+    def _take(self, request: Request) -> None:
         self._pending.append(request)
         if len(self._pending) >= _MAX_PENDING:
             self._pause_reading()
         if self._answering is None:
             self._answer_next()
-
-    # answering
 
     def _answer_next(self) -> None:
         if self._pending:
@@ -351,11 +433,13 @@ class _ClientConnection(asyncio.Protocol):
             self._wait_idle()
 
     async def _answer(self, request: Request) -> None:
-        try:
-            answer: Answer | None = await self._server.handler(request)
-        except Exception:
-            log.exception("answering %s %s failed", request.method, request.path)
-            answer = None
+        answer: Answer | None = request.refusal
+        if answer is None:
+            try:
+                answer = await self._server.handler(request)
+            except Exception:
+                log.exception("answering %s %s failed", request.method, request.path)
+                answer = None
         if self.closed:
             return
         if isinstance(answer, Response):
@@ -366,8 +450,7 @@ class _ClientConnection(asyncio.Protocol):
             self.abort()
             return
         if self._closing or not request.keep_alive:
-            assert self._transport is not None
-            self._transport.close()
+            self._close_after_answer()
         else:
             self._answer_next()
 
@@ -408,21 +491,53 @@ class _ClientConnection(asyncio.Protocol):
         if self._head_bytes > self._server.max_head_bytes:
             raise _RefusedError(431, "the request's head is too large")
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer a request that cannot be taken (unless another answer is under way), then
-        close the connection."""
-        self._pause_reading()
-        self._closing = True
-        self._pending.clear()
-        if self._answering is None and not self.closed:
-            head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n" % (
+    def _refuse(self, status: int, message: str, headers: Headers = ()) -> None:
+        """Answer a request that cannot be taken once those before it are answered, then close
+        the connection; nothing more the client sends is parsed."""
+        self._parser = None
+        self._closing = self._discarding = True
+        self._in_head = False
+        self._head_deadline = None
+        self._request = None
+        self._body = []
+        if self.closed:
+            return
+        if self._answering is None and not self._pending:
+            self._write_refusal(status, message, headers)
+            self._close_after_answer()
+        else:  # pipelined behind requests being answered: answered in turn
+            request = Request(self, "GET", "/", "1.1", [], {}, keep_alive=False)
+            request.refusal = Response(
+                status, (*_TEXT, *headers), message.encode("utf-8", "replace")
+            )
+            self._take(request)
+
+    def _write_refusal(self, status: int, message: str, headers: Headers = ()) -> None:
+        body = message.encode("utf-8", "replace")
+        self.write(
+            b"HTTP/1.1 %d %s\r\n%s%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (
                 status,
                 _REASONS.get(status, b""),
+                b"".join(b"%s: %s\r\n" % header for header in (*_TEXT, *headers)),
+                self._server.date(),
+                len(body),
+                body,
             )
-            body = message.encode()
-            self.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-            assert self._transport is not None
-            self._transport.close()
+        )
+
+    def _close_after_answer(self) -> None:
+        """Close once the answer is out. When the client may still be sending what was not
+        read, say we are done (FIN) and drop what comes for up to ``linger_s`` first, so that
+        closing with unread data (a reset) does not destroy the answer before it is read."""
+        transport = self._transport
+        assert transport is not None
+        if not self._discarding or not transport.can_write_eof():
+            transport.close()
+            return
+        self._resume_reading()
+        transport.write_eof()
+        self._loop.call_later(self._server.linger_s, transport.close)
 
     # the connection
 
@@ -461,6 +576,27 @@ class _ClientConnection(asyncio.Protocol):
             self._reading_paused = True
             self._transport.pause_reading()
 
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self.closed and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _watch_head(self) -> None:
+        deadline = self._head_deadline
+        if deadline is not None and not self.closed:
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+
+    def _check_head(self) -> None:
+        """Refuse a head that takes over ``header_timeout_s`` to arrive (408)."""
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None or self.closed:
+            return
+        if self._loop.time() < deadline:
+            self._watch_head()  # a later request's head: its own deadline
+        else:
+            self._refuse(408, "the request's head did not arrive in time")
+
     def _wait_idle(self) -> None:
         """Close the connection if no request comes within ``keepalive_s``."""
         self._last_active = self._loop.time()
@@ -480,3 +616,22 @@ class _ClientConnection(asyncio.Protocol):
             self._idle_timer = self._loop.call_at(
                 self._last_active + self._server.keepalive_s, self._check_idle
             )
+
+
+_TEXT = ((b"Content-Type", b"text/plain; charset=utf-8"),)
+
+
+def _target(url: bytes) -> str:
+    """The request target as path and query, percent-encoded as received."""
+    target = url.decode("utf-8", "surrogateescape")
+    if target.startswith("/"):
+        return target
+    if target == "*" or not target:  # OPTIONS * (asterisk-form): the server itself
+        return "*"
+    try:  # absolute-form, as sent to proxies (RFC 9112, 3.2.2)
+        parts = urlsplit(target)
+    except ValueError as error:
+        raise _RefusedError(400, f"malformed request target: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _RefusedError(400, "the request target is neither a path nor an http(s) URL")
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -55,18 +55,14 @@ class Telemetry:
         )
 
     @staticmethod
-    def outgoing_headers(span: trace.Span) -> bytes:
-        """The header lines that carry ``span``'s context to the site: W3C ``traceparent``
+    def outgoing_headers(span: trace.Span) -> list[tuple[str, str]]:
+        """The headers that carry ``span``'s context to the site: W3C ``traceparent``
         (version 00) and, when the trace has one, ``tracestate``."""
         context = span.get_span_context()
-        lines = b"traceparent: 00-%032x-%016x-%02x\r\n" % (
-            context.trace_id,
-            context.span_id,
-            context.trace_flags,
-        )
+        parent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
         if context.trace_state:
-            lines += b"tracestate: %s\r\n" % context.trace_state.to_header().encode()
-        return lines
+            return [("traceparent", parent), ("tracestate", context.trace_state.to_header())]
+        return [("traceparent", parent)]
 
     def shutdown(self) -> None:
         """Flush and stop the exporters."""

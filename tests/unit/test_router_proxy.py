@@ -189,14 +189,29 @@ async def test_a_dropped_connection_is_retried_on_the_next_candidate(setup: Setu
 
 
 @pytest.mark.parametrize("setup", [0.5], indirect=True)
-async def test_a_site_silent_past_the_response_timeout_is_retried(setup: Setup) -> None:
+async def test_a_site_silent_past_the_response_timeout_is_retried_only_when_idempotent(
+    setup: Setup,
+) -> None:
     setup.sites["br1"].hold = asyncio.Event()  # never set
-    status, _, site = await setup.post(CHAT, chat())
-    assert (status, site) == (200, "scl1")
+    async with setup.http.get(setup.url + "/models/ml/chat/predict") as response:
+        assert (response.status, response.headers["X-Soberana-Site"]) == (200, "scl1")
+    status, body, _ = await setup.post(CHAT, chat())  # may have been processed: not sent again
+    assert (status, body["error"]["code"]) == (504, "site_timeout")
+    assert "br1: timed out" in body["error"]["message"]
+    assert setup.hits("scl1") == 1
+
+
+async def test_a_500_to_a_post_is_passed_on_not_sent_again(setup: Setup) -> None:
+    setup.sites["br1"].failing_status = 500
+    status, body, site = await setup.post(CHAT, chat())
+    assert (status, site, body) == (500, "br1", {"error": {"message": "failing"}})
+    assert setup.hits("scl1") == 0
+    async with setup.http.get(setup.url + "/models/ml/chat/predict") as response:
+        assert (response.status, response.headers["X-Soberana-Site"]) == (200, "scl1")
 
 
 async def test_when_every_site_answers_5xx_the_last_answer_is_passed_on(setup: Setup) -> None:
-    setup.sites["br1"].failing_status = 500
+    setup.sites["br1"].failing_status = 503
     setup.sites["scl1"].failing_status = 502
     status, body, site = await setup.post(CHAT, chat())
     assert (status, site) == (502, "scl1")
@@ -218,7 +233,7 @@ async def test_the_breaker_opens_then_lets_one_probe_through_after_its_cooldown(
     setup: Setup,
 ) -> None:
     br1 = setup.sites["br1"]
-    br1.failing_status = 503
+    br1.drop_connections = True
     for _ in range(2):  # failure_threshold
         assert (await setup.post(CHAT, chat()))[2] == "scl1"
     assert setup.hits("br1") == 2
@@ -229,13 +244,13 @@ async def test_the_breaker_opens_then_lets_one_probe_through_after_its_cooldown(
     assert "br1: circuit open after 2 consecutive failures" in body["error"]["message"]
 
     setup.clock.now += 10.0  # cooldown over: half-open
-    br1.failing_status = None
+    br1.drop_connections = False
     assert (await setup.post(CHAT, chat()))[2] == "br1"  # the probe succeeds: closed
     assert (await setup.post(CHAT, chat()))[2] == "br1"
 
 
 async def test_a_failed_probe_opens_the_breaker_for_longer(setup: Setup) -> None:
-    setup.sites["br1"].failing_status = 503
+    setup.sites["br1"].drop_connections = True
     for _ in range(2):
         await setup.post(CHAT, chat())
     setup.clock.now += 10.0

@@ -170,7 +170,7 @@ def routes(scenario: Scenario, urls: dict[str, str]) -> dict[str, Any]:
 
 async def run_scenario(harness: Harness, scenario: Scenario) -> int:
     for name, site in harness.sites.items():
-        site.failing_status = 500 if scenario.failing.get(name) == "5xx" else None
+        site.failing_status = 503 if scenario.failing.get(name) == "5xx" else None
         site.drop_connections = scenario.failing.get(name) == "drop"
         site.received.clear()
     settings = RouterSettings(region="br-southeast", forward=ForwardSettings(max_attempts=8))
