@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from soberana.operator.controller.config import LeaderElection, OperatorConfig
+from soberana.operator.controller.config import LeaderElection, OperatorConfig, PlacementChange
 from soberana.operator.core.placement import PlacementOptions, Solver
 
 
@@ -113,6 +116,32 @@ from soberana.operator.core.placement import PlacementOptions, Solver
     default=None,
     help="Serve Prometheus metrics on this port (all interfaces) at /metrics.",
 )
+@click.option(
+    "--audit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Append a signed, hash-chained record of every placement change to segments in DIR "
+    "(see docs/residency-evidence.md). Needs --audit-signing-key.",
+)
+@click.option(
+    "--audit-signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Ed25519 private key (PEM) that seals the audit segments ('soberana audit keygen').",
+)
+@click.option(
+    "--audit-log-name",
+    envvar="POD_NAME",
+    default=None,
+    help="Name of this replica's audit log. Default: the host name.",
+)
+@click.option(
+    "--audit-otlp-endpoint",
+    default=None,
+    metavar="URL",
+    help="Also send every audit record as an OTLP log record to URL.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--debug", is_flag=True, help="Log everything, Kopf's internals included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
@@ -133,6 +162,10 @@ def operator(
     leader_elect_retry_period: float,
     leader_elect_identity: str | None,
     metrics_port: int | None,
+    audit_dir: Path | None,
+    audit_signing_key: Path | None,
+    audit_log_name: str | None,
+    audit_otlp_endpoint: str | None,
     verbose: bool,
     debug: bool,
     quiet: bool,
@@ -155,6 +188,8 @@ def operator(
             )
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--leader-elect-*") from error
+    audit = contextlib.ExitStack()  # sealed after Kopf stops; a crash leaves it for the next start
+    on_placement = _audit(audit, audit_dir, audit_signing_key, audit_log_name, audit_otlp_endpoint)
     config = OperatorConfig(
         solver=solver,
         debounce_s=debounce,
@@ -165,6 +200,7 @@ def operator(
         placement=PlacementOptions(move_threshold=move_threshold),
         leader_election=election,
         metrics_port=metrics_port,
+        on_placement=on_placement,
     )
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
     # the API client logs whole response bodies at DEBUG, Secrets included: never let it
@@ -182,5 +218,29 @@ def operator(
         standalone=True,
         stop_flag=lost,
     )
+    audit.close()
     if lost.done():
         raise click.ClickException("leader election lost: stopped writing and exiting")
+
+
+def _audit(
+    stack: contextlib.ExitStack,
+    directory: Path | None,
+    key: Path | None,
+    log_name: str | None,
+    otlp_endpoint: str | None,
+) -> Callable[[PlacementChange], None] | None:
+    if directory is None and key is None:
+        return None
+    if directory is None or key is None:
+        raise click.UsageError("--audit-dir and --audit-signing-key go together")
+    from soberana.operator.audit.keys import KeyFileError, load_signer
+    from soberana.operator.audit.placements import operator_audit
+    from soberana.operator.audit.writer import WriterSettings
+
+    try:
+        settings = WriterSettings(directory, log_name or socket.gethostname())
+        signer = load_signer(key)
+    except (KeyFileError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--audit-*") from None
+    return stack.enter_context(operator_audit(settings, signer, otlp_endpoint))
