@@ -23,13 +23,15 @@ from soberana.operator.backends.base import (
     SiteReport,
 )
 from soberana.operator.core.api import PlacementState
-from soberana.operator.core.render import RUNTIME_IMPORT_PATH
+from soberana.operator.core.render import (
+    VLLM_IMPORT_PATH,
+    VLLM_SERVER_PREFIX,
+    rendered_by_soberana,
+)
 
 log = logging.getLogger(__name__)
 
 APPLICATIONS = "/api/serve/applications/"
-# every application soberana renders runs its runtime; anything else belongs to someone else
-OWNED_IMPORT_PREFIX = RUNTIME_IMPORT_PATH.split(":", 1)[0]
 
 _STATES = {
     "RUNNING": PlacementState.RUNNING,
@@ -42,16 +44,21 @@ _STATES = {
 
 
 def owned(app: Mapping[str, Any]) -> bool:
-    """Whether soberana created this application (it runs soberana's runtime)."""
-    config = app.get("deployed_app_config") or {}
-    return str(config.get("import_path", "")).startswith(OWNED_IMPORT_PREFIX)
+    """Whether soberana created this application (it runs a config soberana renders)."""
+    return rendered_by_soberana(app.get("deployed_app_config") or {})
 
 
 def observe_application(app: Mapping[str, Any]) -> AppObservation:
-    """Ray's view of one application, as a placement state and a count of running replicas."""
+    """Ray's view of one application, as a placement state and a count of running replicas.
+
+    In a vLLM application only the engine's replicas count, not its OpenAI ingress.
+    """
     state = _STATES.get(str(app.get("status")), PlacementState.DEPLOYING)
+    vllm = (app.get("deployed_app_config") or {}).get("import_path") == VLLM_IMPORT_PATH
     ready = 0
-    for deployment in (app.get("deployments") or {}).values():
+    for name, deployment in (app.get("deployments") or {}).items():
+        if vllm and not str(name).startswith(VLLM_SERVER_PREFIX):
+            continue
         ready += sum(
             1 for replica in deployment.get("replicas") or [] if replica.get("state") == "RUNNING"
         )

@@ -53,6 +53,14 @@ RUNTIME_IMPORT_PATH = "soberana.serving.runtime.builder:app_builder"
 VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
 """Ray Serve LLM's OpenAI-compatible application builder, for engine vllm."""
 
+VLLM_SERVER_PREFIX = "LLMServer"
+"""Name prefix of the deployment that runs the engine in a vLLM application (the other one is
+its OpenAI ingress)."""
+
+OWNER_ENV = "SOBERANA_DEPLOYMENT"
+"""Environment variable (``<namespace>/<name>``) that marks a vLLM application as soberana's: its
+builder is Ray's own, so the import path alone does not tell."""
+
 MODEL_ROOT = "/models"
 """Where a site mounts ``pvc://`` and ``s3://`` models (the runtime's default model root)."""
 
@@ -179,6 +187,20 @@ def _site_applications(plan: Plan, world: World) -> dict[str, list[SiteApplicati
     }
 
 
+def rendered_by_soberana(app_config: Mapping[str, Any]) -> bool:
+    """Whether a Serve application config is one soberana renders (else someone else's)."""
+    import_path = str(app_config.get("import_path", ""))
+    if import_path.startswith(RUNTIME_IMPORT_PATH.split(":", 1)[0]):
+        return True
+    runtime_env = app_config.get("runtime_env") or {}
+    env_vars = runtime_env.get("env_vars") if isinstance(runtime_env, Mapping) else None
+    return (
+        import_path == VLLM_IMPORT_PATH
+        and isinstance(env_vars, Mapping)
+        and (OWNER_ENV in env_vars)
+    )
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256, in hex, of ``config`` as canonical JSON (sorted keys, no whitespace)."""
     canonical = json.dumps(
@@ -196,6 +218,7 @@ def _application(site_name: str, application: SiteApplication) -> dict[str, Any]
     accelerator = _accelerator_type(application)
     if deployment.spec.engine_name is EngineName.VLLM:
         rendered["import_path"] = VLLM_IMPORT_PATH
+        rendered["runtime_env"] = {"env_vars": {OWNER_ENV: deployment.key}}
         rendered["args"] = vllm_args(application)
         return rendered
     rendered["import_path"] = RUNTIME_IMPORT_PATH

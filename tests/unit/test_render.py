@@ -26,6 +26,7 @@ from soberana.operator.core.placement import (
 )
 from soberana.operator.core.render import (
     MODEL_ROOT,
+    OWNER_ENV,
     RUNTIME_DEPLOYMENT_NAME,
     RUNTIME_IMPORT_PATH,
     VLLM_IMPORT_PATH,
@@ -38,6 +39,7 @@ from soberana.operator.core.render import (
     render_serve_config,
     render_site_configs,
     render_warnings,
+    rendered_by_soberana,
     route_prefix,
 )
 from soberana.operator.manifests import load_manifests
@@ -512,3 +514,33 @@ def test_plan_refuses_a_misspelled_vllm_argument(tmp_path: Path) -> None:
     result = CliRunner().invoke(plan, ["-f", str(vllm_manifests(tmp_path, "{max_model_lenn: 1}"))])
     assert result.exit_code != 0
     assert "spec.engine.args.max_model_lenn" in result.output
+
+
+def test_vllm_applications_are_marked_as_soberanas() -> None:
+    chat = deployment("chat", engine={"name": "vllm"})
+    (application,) = render_serve_config("br1", [SiteApplication(chat, 1, ("L4",))])["applications"]
+    assert application["runtime_env"] == {"env_vars": {OWNER_ENV: "ml/chat"}}
+    assert rendered_by_soberana(application)
+    (runtime,) = render_serve_config("br1", [SiteApplication(deployment("t"), 1)])["applications"]
+    assert rendered_by_soberana(runtime)
+    someone_elses = {**application, "runtime_env": {"env_vars": {"OTHER": "1"}}}
+    assert not rendered_by_soberana(someone_elses)
+    assert not rendered_by_soberana({"import_path": "app:main"})
+
+
+def test_the_ray_backend_owns_vllm_apps_and_counts_only_engine_replicas() -> None:
+    from soberana.operator.backends.ray import observe_application, owned
+
+    chat = deployment("chat", engine={"name": "vllm"})
+    (config,) = render_serve_config("br1", [SiteApplication(chat, 1, ("L4",))])["applications"]
+    running = {"state": "RUNNING"}
+    status = {
+        "status": "RUNNING",
+        "deployed_app_config": config,
+        "deployments": {
+            "LLMServer:ml--chat": {"replicas": [running]},
+            "OpenAiIngress": {"replicas": [running, running]},
+        },
+    }
+    assert owned(status)
+    assert observe_application(status).ready_replicas == 1
