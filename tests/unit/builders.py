@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from soberana.operator.core.api import InferenceSiteSpec, ModelDeploymentSpec
+from soberana.operator.core.api import CPU_POOL, InferenceSiteSpec, ModelDeploymentSpec
 from soberana.operator.core.placement import Current, Deployment, Plan, Site, World
 
 RAY = {"ray": {"dashboardURL": "http://10.0.0.1:8265", "serveURL": "http://10.0.0.1:8000"}}
@@ -24,24 +24,33 @@ def site(
     labels: dict[str, str] | None = None,
     cordoned: bool = False,
     healthy: bool = True,
+    cpus: tuple[int, float, float] | None = None,
 ) -> Site:
-    """A site; ``gpus`` holds (model, count, memoryGiB, hourlyCost) tuples."""
-    pools = gpus if gpus is not None else [("L4", 4, 24, 1.0)]
-    spec = InferenceSiteSpec.model_validate(
-        {
-            "tier": "cloud",
-            "region": "r1",
-            "jurisdiction": jurisdiction,
-            "gpus": [
-                {"model": model, "count": count, "memoryGiB": memory, "hourlyCost": cost}
-                for model, count, memory, cost in pools
-            ],
-            "latencyMs": latency if latency is not None else {"r1": 10},
-            "backend": RAY,
-            "cordoned": cordoned,
-        }
-    )
+    """A site; ``gpus`` holds (model, count, memoryGiB, hourlyCost) tuples (default: four L4s,
+    none when only ``cpus`` is given), ``cpus`` is (count, memoryGiB, hourlyCost)."""
+    pools = gpus if gpus is not None else [] if cpus is not None else [("L4", 4, 24, 1.0)]
+    body: dict[str, Any] = {
+        "tier": "cloud" if pools else "edge",
+        "region": "r1",
+        "jurisdiction": jurisdiction,
+        "gpus": [
+            {"model": model, "count": count, "memoryGiB": memory, "hourlyCost": cost}
+            for model, count, memory, cost in pools
+        ],
+        "latencyMs": latency if latency is not None else {"r1": 10},
+        "backend": RAY,
+        "cordoned": cordoned,
+    }
+    if cpus is not None:
+        count, memory_gib, hourly = cpus
+        body["cpus"] = {"count": count, "memoryGiB": memory_gib, "hourlyCost": hourly}
+    spec = InferenceSiteSpec.model_validate(body)
     return Site(name=name, spec=spec, labels=labels or {}, healthy=healthy)
+
+
+def cpu_only(cpus: int = 2, memory_gib: float = 1) -> dict[str, Any]:
+    """The resources of a CPU-only replica, for ``deployment(resources=...)``."""
+    return {"gpus": 0, "cpus": cpus, "memoryGiB": memory_gib}
 
 
 def deployment(name: str, namespace: str = "ml", **spec: Any) -> Deployment:
@@ -63,6 +72,7 @@ def hard_constraint_violations(
     running = current or {}
     problems: list[str] = []
     used: dict[tuple[str, str], int] = defaultdict(int)
+    memory_used: dict[str, float] = defaultdict(float)
     for deployment in world.deployments:
         result = plan.deployments[deployment.key]
         spec = deployment.spec
@@ -80,26 +90,46 @@ def hard_constraint_violations(
         if sum(placement.replicas for placement in result.placements) != spec.reserved_replicas:
             problems.append(f"{deployment.key}: placed partially")
         cost = 0.0
+        cpu = spec.resources.gpus == 0
+        units = int(spec.resources.cpus) if cpu else spec.resources.gpus
         for placement in result.placements:
-            problems += _site_violations(deployment, sites[placement.site], placement, running)
-            pool = next(
-                pool
-                for pool in sites[placement.site].spec.gpus
-                if pool.model == placement.gpu_model
-            )
-            expected = placement.replicas * spec.resources.gpus * pool.hourly_cost
+            violations = _site_violations(deployment, sites[placement.site], placement, running)
+            problems += violations
+            if violations and violations[-1].endswith(f"has no {placement.gpu_model}"):
+                continue
+            hourly = _hourly(sites[placement.site], placement.gpu_model)
+            expected = placement.replicas * units * hourly
             if abs(placement.hourly_cost - expected) > 1e-9:
                 problems.append(f"{deployment.key}: wrong cost at {placement.site}")
             cost += expected
-            used[(placement.site, placement.gpu_model)] += placement.replicas * spec.resources.gpus
+            used[(placement.site, placement.gpu_model)] += placement.replicas * units
+            if cpu:
+                memory = placement.replicas * (spec.resources.memory_gib or 0)
+                memory_used[placement.site] += memory
         if spec.budget is not None and cost > spec.budget.max_hourly_cost + 1e-6:
             problems.append(f"{deployment.key}: cost {cost} over budget")
         problems += _coverage_violations(deployment, sites, plan)
     for (name, model), gpus in used.items():
-        pool = next(pool for pool in sites[name].spec.gpus if pool.model == model)
-        if gpus > pool.count:
-            problems.append(f"{name}/{model}: {gpus} GPUs allocated of {pool.count}")
+        count = _count(sites[name], model)
+        if gpus > count:
+            problems.append(f"{name}/{model}: {gpus} GPUs allocated of {count}")
+    for name, memory in memory_used.items():
+        pool = sites[name].spec.cpus
+        if pool is None or memory > pool.memory_gib + 1e-9:
+            problems.append(f"{name}: {memory} GiB allocated of its CPU pool's memory")
     return problems
+
+
+def _hourly(site: Site, model: str) -> float:
+    if model == CPU_POOL and site.spec.cpus is not None:
+        return site.spec.cpus.hourly_cost
+    return next(pool.hourly_cost for pool in site.spec.gpus if pool.model == model)
+
+
+def _count(site: Site, model: str) -> int:
+    if model == CPU_POOL and site.spec.cpus is not None:
+        return site.spec.cpus.count
+    return next(pool.count for pool in site.spec.gpus if pool.model == model)
 
 
 def _site_violations(
@@ -126,6 +156,12 @@ def _site_violations(
         for allocation in running.get(key, ())
     ):
         problems.append(f"{key}: new replicas on cordoned {site.name}")
+    if spec.resources.gpus == 0:
+        if placement.gpu_model != CPU_POOL or site.spec.cpus is None:
+            return [*problems, f"{key}: {site.name} has no {placement.gpu_model}"]
+        if site.spec.cpus.count < spec.resources.cpus:
+            problems.append(f"{key}: too few cores for a replica at {site.name}")
+        return problems
     pool = next((pool for pool in site.spec.gpus if pool.model == placement.gpu_model), None)
     if pool is None:
         return [*problems, f"{key}: {site.name} has no {placement.gpu_model}"]

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from soberana.operator.core.api import CPU_POOL
 from soberana.operator.core.placement import (
     Allocation,
     Change,
@@ -15,7 +16,13 @@ from soberana.operator.core.placement import (
     World,
     place,
 )
-from tests.unit.builders import deployment, hard_constraint_violations, site, world
+from tests.unit.builders import (
+    cpu_only,
+    deployment,
+    hard_constraint_violations,
+    site,
+    world,
+)
 
 SOLVERS = ["fast", "optimal"]
 
@@ -385,9 +392,16 @@ def test_json_shape() -> None:
         assert set(entry) == {"placed", "placements", "hourlyCost", "reason", "rejected"}
         assert isinstance(entry["hourlyCost"], float)
         for placement in entry["placements"]:
-            assert set(placement) == {"site", "replicas", "hourlyCost", "regions"}
+            assert set(placement) == {"site", "pool", "replicas", "hourlyCost", "regions"}
     for usage in document["sites"].values():
-        assert set(usage) == {"gpusAllocated", "gpusTotal"}
+        assert set(usage) == {
+            "gpusAllocated",
+            "gpusTotal",
+            "cpusAllocated",
+            "cpusTotal",
+            "memoryGiBAllocated",
+            "memoryGiBTotal",
+        }
     json.dumps(document)
 
 
@@ -454,3 +468,106 @@ def test_optimal_keeps_a_running_placement_on_one_pool_of_a_cordoned_site() -> N
     for solver in ("fast", "optimal"):
         plan = place(world([cordoned], [deployment("chat", replicas=1)]), running, solver=solver)
         assert plan.deployments["ml/chat"].change is Change.UNCHANGED, solver
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cpu_only_replicas_use_the_cpu_pool_and_are_priced_per_core(solver: str) -> None:
+    scene = world(
+        [
+            site("gpu", gpus=[("L4", 8, 24, 0.5)]),
+            site("edge", cpus=(16, 32, 0.03)),
+            site("both", gpus=[("L4", 8, 24, 0.5)], cpus=(8, 16, 0.05), latency={"r1": 40}),
+        ],
+        [
+            deployment("slm", replicas=2, resources=cpu_only(cpus=4, memory_gib=2)),
+            deployment("llm", replicas=1),
+        ],
+    )
+    plan = checked(scene, solver)
+    slm = plan.deployments["ml/slm"]
+    assert [(p.site, p.gpu_model, p.replicas) for p in slm.placements] == [("edge", CPU_POOL, 2)]
+    assert slm.hourly_cost == pytest.approx(2 * 4 * 0.03)
+    assert slm.rejected["gpu"] == (
+        "CPU pool: the site has no spec.cpus; a CPU-only replica needs one"
+    )
+    llm = plan.deployments["ml/llm"]
+    assert {p.gpu_model for p in llm.placements} == {"L4"}
+    assert llm.rejected["edge"] == (
+        "GPU model: the site has no GPUs, only a CPU pool (a CPU-only replica has "
+        "resources.gpus: 0)"
+    )
+    edge = plan.sites["edge"]
+    assert (edge.cpus_allocated, edge.cpus_total, edge.gpus_total) == (8, 16, 0)
+    assert edge.memory_gib_allocated == pytest.approx(4)
+    assert plan.sites["both"].cpus_total == 8
+    document = plan.to_json()
+    assert document["sites"]["edge"]["cpusAllocated"] == 8
+    assert document["deployments"]["ml/slm"]["placements"][0]["pool"] == CPU_POOL
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cpu_cores_are_shared_capacity_and_explained(solver: str) -> None:
+    scene = world(
+        [site("edge-a", cpus=(16, 64, 0.03)), site("edge-b", cpus=(16, 64, 0.04))],
+        [
+            deployment("big", replicas=1, resources=cpu_only(cpus=14, memory_gib=8)),
+            deployment("small", replicas=1, resources=cpu_only(cpus=4, memory_gib=8)),
+        ],
+    )
+    plan = checked(scene, solver)
+    assert sites_of(plan, "ml/big") == {"edge-a": 1}
+    assert sites_of(plan, "ml/small") == {"edge-b": 1}
+    assert plan.deployments["ml/small"].rejected["edge-a"] == "cpus: needs 4, 2 of 16 free"
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cpu_pool_memory_is_shared_capacity_and_explained(solver: str) -> None:
+    scene = world(
+        [site("edge-a", cpus=(16, 8, 0.03)), site("edge-b", cpus=(16, 8, 0.04))],
+        [deployment("slm", replicas=2, resources=cpu_only(cpus=1, memory_gib=6))],
+    )
+    plan = checked(scene, solver)
+    assert sites_of(plan, "ml/slm") == {"edge-a": 1, "edge-b": 1}
+    crowded = world(
+        [site("edge-a", cpus=(16, 8, 0.03))],
+        [
+            deployment("first", replicas=1, resources=cpu_only(cpus=1, memory_gib=6)),
+            deployment("second", replicas=1, resources=cpu_only(cpus=1, memory_gib=4)),
+        ],
+    )
+    plan = checked(crowded, solver)
+    placed = [key for key, entry in plan.deployments.items() if entry.placed]
+    (left,) = [key for key in plan.deployments if key not in placed]
+    entry = plan.deployments[left]
+    needs = "6" if left == "ml/first" else "4"
+    free = "4" if left == "ml/first" else "2"
+    assert entry.rejected["edge-a"] == f"memory: needs {needs} GiB, {free} of 8 GiB free"
+    assert entry.reason is not None and "GiB" in entry.reason
+
+
+def test_cpu_only_deployment_without_cpu_capacity_says_so() -> None:
+    scene = world(
+        [site("gpu-a"), site("gpu-b")],
+        [deployment("slm", resources=cpu_only())],
+    )
+    result = checked(scene).deployments["ml/slm"]
+    assert not result.placed
+    assert result.reason is not None and result.reason.startswith(
+        "no available site has a CPU pool (spec.cpus) for CPU-only replicas"
+    )
+    small = world([site("edge", cpus=(2, 64, 0.1))], [deployment("slm", resources=cpu_only(4))])
+    result = checked(small).deployments["ml/slm"]
+    assert result.rejected["edge"] == "cpus: needs 4 per replica, the site has 2"
+    assert result.reason is not None and "4 cores" in result.reason
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_running_cpu_placement_is_kept(solver: str) -> None:
+    scene = world(
+        [site("edge-a", cpus=(8, 16, 0.05)), site("edge-b", cpus=(8, 16, 0.048))],
+        [deployment("slm", replicas=2, resources=cpu_only())],
+    )
+    current = {"ml/slm": (Allocation("edge-a", CPU_POOL, 2),)}
+    plan = checked(scene, solver, current=current)
+    assert sites_of(plan, "ml/slm") == {"edge-a": 2}
+    assert plan.deployments["ml/slm"].change is Change.UNCHANGED

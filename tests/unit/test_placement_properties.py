@@ -1,8 +1,10 @@
 """Properties of both solvers over random worlds (hypothesis).
 
-No plan ever breaks a hard constraint; ``optimal`` places at least what ``fast`` places and, when
-it places the same deployments, has an objective at most as high; the same input gives the same
-plan; re-planning a plan as the running state keeps every placement where it is.
+Each property holds over GPU worlds and over mixed ones, where some sites are CPU-only edge boxes
+(or have a CPU pool too) and some deployments CPU-only. No plan ever breaks a hard constraint;
+``optimal`` places at least what ``fast`` places and, when it places the same deployments, has an
+objective at most as high; the same input gives the same plan; re-planning a plan as the running
+state keeps every placement where it is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soberana.operator.core.placement import Change, World, place
-from tests.unit.builders import deployment, hard_constraint_violations, site
+from tests.unit.builders import cpu_only, deployment, hard_constraint_violations, site
 
 REGIONS = ["r0", "r1", "r2", "r3"]
 JURISDICTIONS = ["BR", "CL", "PE", "US"]
@@ -22,20 +24,33 @@ GPU_MODELS = [("L4", 24), ("A100", 80), ("T4", 16)]
 FEW = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
+MIXED = settings(FEW, max_examples=40)
 
 
 @st.composite
-def sites(draw: st.DrawFn, index: int) -> Any:
+def sites(draw: st.DrawFn, index: int, mixed: bool = False) -> Any:
     models = draw(st.lists(st.sampled_from(GPU_MODELS), min_size=1, max_size=2, unique=True))
     gpus = [
         (model, draw(st.integers(0, 6)), memory, draw(st.integers(0, 40)) / 10)
         for model, memory in models
     ]
     reached = draw(st.lists(st.sampled_from(REGIONS), max_size=4, unique=True))
+    cpus = None
+    if mixed:
+        kind = draw(st.sampled_from(["gpu", "cpu", "cpu", "both"]))
+        if kind != "gpu":
+            cpus = (
+                draw(st.integers(1, 16)),
+                draw(st.integers(1, 32)) / 2,
+                draw(st.integers(0, 8)) / 100,
+            )
+        if kind == "cpu":
+            gpus = []
     return site(
         f"s{index}",
         draw(st.sampled_from(JURISDICTIONS)),
         gpus=gpus,
+        cpus=cpus,
         latency={region: draw(st.integers(0, 150)) for region in reached},
         labels={"tier": draw(st.sampled_from(["a", "b"]))},
         cordoned=draw(st.integers(0, 4)) == 0,
@@ -44,7 +59,7 @@ def sites(draw: st.DrawFn, index: int) -> Any:
 
 
 @st.composite
-def deployments(draw: st.DrawFn, index: int) -> Any:
+def deployments(draw: st.DrawFn, index: int, mixed: bool = False) -> Any:
     replicas = draw(st.integers(1, 4))
     spec: dict[str, Any] = {
         "resources": {
@@ -69,7 +84,9 @@ def deployments(draw: st.DrawFn, index: int) -> Any:
     if draw(st.booleans()):
         spec["resources"]["gpuMemoryGiB"] = draw(st.sampled_from([16, 24, 40]))
     if draw(st.booleans()):
-        spec["latencySLOms"] = draw(st.integers(20, 150))
+        slo = draw(st.integers(20, 150))
+        if spec["traffic"]:  # an SLO needs traffic regions
+            spec["latencySLOms"] = slo
     residency = draw(st.sampled_from(["none", "allowed", "denied"]))
     if residency != "none":
         codes = draw(st.lists(st.sampled_from(JURISDICTIONS), min_size=1, max_size=3, unique=True))
@@ -78,22 +95,34 @@ def deployments(draw: st.DrawFn, index: int) -> Any:
         spec["budget"] = {"maxHourlyCost": draw(st.integers(1, 200)) / 10}
     if draw(st.integers(0, 3)) == 0:
         spec["placement"]["siteSelector"] = {"matchLabels": {"tier": "a"}}
+    if mixed and draw(st.booleans()):
+        spec["resources"] = cpu_only(draw(st.integers(1, 6)), draw(st.integers(1, 12)) / 2)
     return deployment(f"d{index}", **spec)
 
 
 @st.composite
-def worlds(draw: st.DrawFn) -> World:
+def worlds(draw: st.DrawFn, mixed: bool = False) -> World:
     site_count = draw(st.integers(1, 6))
     deployment_count = draw(st.integers(1, 6))
     return World(
-        sites=tuple(draw(sites(index)) for index in range(site_count)),
-        deployments=tuple(draw(deployments(index)) for index in range(deployment_count)),
+        sites=tuple(draw(sites(index, mixed)) for index in range(site_count)),
+        deployments=tuple(draw(deployments(index, mixed)) for index in range(deployment_count)),
     )
 
 
 @FEW
 @given(worlds())
 def test_no_plan_breaks_a_hard_constraint(world: World) -> None:
+    _no_plan_breaks_a_hard_constraint(world)
+
+
+@MIXED
+@given(worlds(mixed=True))
+def test_no_plan_breaks_a_hard_constraint_in_mixed_worlds(world: World) -> None:
+    _no_plan_breaks_a_hard_constraint(world)
+
+
+def _no_plan_breaks_a_hard_constraint(world: World) -> None:
     for solver in ("fast", "optimal"):
         plan = place(world, solver=solver)
         assert hard_constraint_violations(world, plan) == [], solver
@@ -102,6 +131,16 @@ def test_no_plan_breaks_a_hard_constraint(world: World) -> None:
 @FEW
 @given(worlds())
 def test_optimal_is_never_worse_than_fast(world: World) -> None:
+    _optimal_is_never_worse_than_fast(world)
+
+
+@MIXED
+@given(worlds(mixed=True))
+def test_optimal_is_never_worse_than_fast_in_mixed_worlds(world: World) -> None:
+    _optimal_is_never_worse_than_fast(world)
+
+
+def _optimal_is_never_worse_than_fast(world: World) -> None:
     fast, optimal = place(world), place(world, solver="optimal")
     fast_placed = {key for key, plan in fast.deployments.items() if plan.placed}
     optimal_placed = {key for key, plan in optimal.deployments.items() if plan.placed}
@@ -113,6 +152,16 @@ def test_optimal_is_never_worse_than_fast(world: World) -> None:
 @FEW
 @given(worlds())
 def test_same_input_same_plan(world: World) -> None:
+    _same_input_same_plan(world)
+
+
+@MIXED
+@given(worlds(mixed=True))
+def test_same_input_same_plan_in_mixed_worlds(world: World) -> None:
+    _same_input_same_plan(world)
+
+
+def _same_input_same_plan(world: World) -> None:
     reordered = World(sites=world.sites[::-1], deployments=world.deployments[::-1])
     for solver in ("fast", "optimal"):
         first = place(world, solver=solver)
@@ -123,6 +172,16 @@ def test_same_input_same_plan(world: World) -> None:
 @FEW
 @given(worlds())
 def test_replanning_keeps_every_placement(world: World) -> None:
+    _replanning_keeps_every_placement(world)
+
+
+@MIXED
+@given(worlds(mixed=True))
+def test_replanning_keeps_every_placement_in_mixed_worlds(world: World) -> None:
+    _replanning_keeps_every_placement(world)
+
+
+def _replanning_keeps_every_placement(world: World) -> None:
     for solver in ("fast", "optimal"):
         first = place(world, solver=solver)
         second = place(world, first.current, solver=solver)
@@ -134,6 +193,18 @@ def test_replanning_keeps_every_placement(world: World) -> None:
 @FEW
 @given(worlds(), st.data())
 def test_losing_sites_never_breaks_a_constraint(world: World, data: st.DataObject) -> None:
+    _losing_sites_never_breaks_a_constraint(world, data)
+
+
+@MIXED
+@given(worlds(mixed=True), st.data())
+def test_losing_sites_never_breaks_a_constraint_in_mixed_worlds(
+    world: World, data: st.DataObject
+) -> None:
+    _losing_sites_never_breaks_a_constraint(world, data)
+
+
+def _losing_sites_never_breaks_a_constraint(world: World, data: st.DataObject) -> None:
     first = place(world)
     lost = data.draw(st.sets(st.sampled_from([site.name for site in world.sites])))
     degraded = World(

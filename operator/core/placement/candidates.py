@@ -6,9 +6,10 @@ each of them strictly the nearest chosen site for some region. Cores of two and 
 formed from each region's nearest pools and its best pools by one replica's cost plus that region's
 latency, so that a far but cheap pool can serve a region too.
 
-Scoring a row under *tolls* (an extra objective per GPU of each pool) and *room* (replicas that fit
-in each pool) completes the core with the cheapest pools at other sites when it has fewer sites
-than ``minSites``, or else with one pool elsewhere cheaper than its own to hold the bulk of the
+Scoring a row under *tolls* (an extra objective per unit of each entry of the problem's capacity:
+a GPU or core of a pool, a memory step of a CPU pool) and *room* (replicas that fit in each pool)
+completes the core with the cheapest pools at other sites when it has fewer sites than
+``minSites``, or else with one pool elsewhere cheaper than its own to hold the bulk of the
 replicas; then one replica goes to each pool and the rest to the cheapest pools with room. A row's
 value is its objective plus the tolls of the GPUs it takes, counting the latency of the core alone
 (a completing pool can only shorten it); :meth:`Candidates.objective` is exact.
@@ -75,7 +76,9 @@ class Candidates:
     site: IntArray
     unit: FloatArray  # the objective of one replica's cost: cost_weight * price
     price: FloatArray
-    gpus: IntArray
+    gpus: IntArray  # units per replica: GPUs, or cores
+    memory: IntArray  # memory steps per replica (CPU-only deployments), 0 elsewhere
+    pools: int  # pools of the problem: memory entries of capacity and tolls start here
     usable: BoolArray  # False for keep-only options: only the running placement uses them
     trips: FloatArray  # options x regions: round trips, inf out of reach, 0 for padding
     group_start: IntArray  # first option of each (owner, site) group, and the end
@@ -114,9 +117,9 @@ class Candidates:
         own: IntArray | None = None,
         rows: IntArray | None = None,
     ) -> Scored:
-        """Complete, spread and value ``rows`` (sorted; every row when None) on ``free`` GPUs per
-        pool, plus ``own`` GPUs per option (those its deployment holds there), under ``tolls``
-        (objective per GPU, by pool)."""
+        """Complete, spread and value ``rows`` (sorted; every row when None) on ``free`` capacity
+        (units, then memory, by pool), plus ``own`` units per option (those its deployment holds
+        there), under ``tolls`` (objective per unit of each entry of ``free``)."""
         if rows is None:
             rows = np.arange(self.rows)
             owners = np.arange(len(self.demands))
@@ -127,10 +130,19 @@ class Candidates:
         room = np.zeros(self.owner.size, dtype=np.int64)
         gpus = free[self.pool[options]] if own is None else free[self.pool[options]] + own[options]
         room[options] = np.minimum(gpus // self.gpus[options], self.replicas[self.owner[options]])
+        memory = self.memory[options]
+        counted = np.flatnonzero(memory)
+        if counted.size:
+            counted = options[counted]
+            held = 0 if own is None else own[counted] // self.gpus[counted] * self.memory[counted]
+            steps = free[self.pools + self.pool[counted]] + held
+            room[counted] = np.minimum(room[counted], steps // self.memory[counted])
         unit = np.full(self.owner.size, np.inf)
         values = self.unit[options]
         if tolls is not None:
             values = values + self.gpus[options] * tolls[self.pool[options]]
+            if counted.size:
+                values = values + memory * tolls[self.pools + self.pool[options]]
         unit[options] = np.where((room[options] > 0) & self.usable[options], values, np.inf)
         cheapest = self._cheapest(unit, self.extra_width + CORE, owners)
         parts = [
@@ -320,6 +332,10 @@ def build(problem: Problem) -> Candidates:
         unit=np.append(unit, np.inf),
         price=np.append(price, 0.0),
         gpus=np.append(np.repeat([demand.gpus for demand in demands], sizes), 1),
+        memory=np.append(np.repeat([demand.memory for demand in demands], sizes), 0).astype(
+            np.int64
+        ),
+        pools=len(problem.pools),
         usable=np.append(usable, False),
         trips=np.vstack([trips, np.full((1, trips.shape[1]), np.inf)]),
         group_start=np.append(group_start, owner.size),

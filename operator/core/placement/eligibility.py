@@ -10,12 +10,17 @@ is the site's rejection line for that deployment:
 5. GPU model: the site has none of the models in ``resources.gpuModels``;
 6. GPU memory: the site's GPUs of those models have less memory than ``resources.gpuMemoryGiB``;
 7. GPU count: no pool of those models holds the ``resources.gpus`` GPUs one replica needs;
-8. latency: the site reaches none of the traffic regions within ``latencySLOms``;
-9. budget: one replica here plus the rest at the cheapest eligible price exceeds the budget.
+8. CPU pool, 9. cpus, 10. memory: for a CPU-only replica (``resources.gpus: 0``) instead of 5 to
+   7, the site has no CPU pool (``spec.cpus``), or fewer cores than ``resources.cpus``, or less
+   memory than ``resources.memoryGiB``;
+11. latency: the site reaches none of the traffic regions within ``latencySLOms``;
+12. budget: one replica here plus the rest at the cheapest eligible price exceeds the budget.
 
-A site that passes offers every GPU pool a replica fits in. Constraints that depend on several
-sites or deployments (shared capacity, coverage of every traffic region, ``minSites``, the budget
-of a whole placement) are the solvers' business.
+A site that passes offers every pool a replica fits in: GPU pools for GPU replicas, the site's CPU
+pool (named ``CPU_POOL``) for CPU-only ones. A CPU pool's memory is counted in steps of
+1/``MEMORY_STEPS`` GiB: a replica's memory rounded up, the pool's down. Constraints that depend on
+several sites or deployments (shared capacity, coverage of every traffic region, ``minSites``, the
+budget of a whole placement) are the solvers' business.
 
 :func:`screen` runs every check on every pair at once, as numpy arrays over deployments x sites
 (and x GPU pools, x traffic entries). What depends on fewer things is worked out once: a residency
@@ -33,11 +38,28 @@ from enum import IntEnum
 
 import numpy as np
 
-from soberana.operator.core.api import GpuPool, ModelDeploymentSpec
+from soberana.operator.core.api import CPU_POOL, GpuPool, InferenceSiteSpec, ModelDeploymentSpec
 from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray, RejectionArray
 from soberana.operator.core.placement.world import Deployment, Site
 
 _BUDGET_SLACK = 1e-9
+
+MEMORY_STEPS = 16
+"""Steps per GiB in which CPU pools count memory (64 MiB each)."""
+
+
+def replica_units(spec: ModelDeploymentSpec) -> int:
+    """What one replica takes from its pool: GPUs, or cores for a CPU-only replica."""
+    resources = spec.resources
+    return resources.gpus if resources.gpus else math.ceil(resources.cpus)
+
+
+def replica_memory(spec: ModelDeploymentSpec) -> int:
+    """The memory steps one replica takes from a CPU pool (0 for a GPU replica: not counted)."""
+    resources = spec.resources
+    if resources.gpus or resources.memory_gib is None:
+        return 0
+    return math.ceil(resources.memory_gib * MEMORY_STEPS - 1e-9)
 
 
 class Check(IntEnum):
@@ -50,8 +72,11 @@ class Check(IntEnum):
     GPU_MODEL = 5
     GPU_MEMORY = 6
     GPU_COUNT = 7
-    LATENCY = 8
-    BUDGET = 9
+    CPU_POOL = 8
+    CPU_COUNT = 9
+    CPU_MEMORY = 10
+    LATENCY = 11
+    BUDGET = 12
 
 
 @dataclass(frozen=True)
@@ -68,13 +93,40 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Pool:
-    """The GPUs of one model at one site, shared by every deployment."""
+    """The GPUs of one model at one site, or its CPU cores, shared by every deployment."""
 
     site: str
-    gpu_model: str
-    gpus: int
-    memory_gib: int
-    hourly_cost: float  # per GPU
+    gpu_model: str  # CPU_POOL for the CPU pool
+    gpus: int  # GPUs, or the CPU pool's cores
+    memory_gib: float  # per GPU, or the CPU pool's memory in total
+    hourly_cost: float  # per GPU, or per core
+
+    @property
+    def cpu(self) -> bool:
+        return self.gpu_model == CPU_POOL
+
+    @property
+    def memory_steps(self) -> int:
+        """The CPU pool's memory in steps of 1/MEMORY_STEPS GiB (0 for a GPU pool)."""
+        return math.floor(self.memory_gib * MEMORY_STEPS + 1e-9) if self.cpu else 0
+
+
+def site_pools(site: Site) -> list[Pool]:
+    """A site's pools: its GPU pools by model, then its CPU pool."""
+    pools = [
+        Pool(
+            site=site.name,
+            gpu_model=gpu.model,
+            gpus=gpu.count,
+            memory_gib=gpu.memory_gib,
+            hourly_cost=gpu.hourly_cost,
+        )
+        for gpu in sorted(site.spec.gpus, key=lambda gpu: gpu.model)
+    ]
+    if site.spec.cpus is not None:
+        cpus = site.spec.cpus
+        pools.append(Pool(site.name, CPU_POOL, cpus.count, cpus.memory_gib, cpus.hourly_cost))
+    return pools
 
 
 UNHEALTHY = 0
@@ -152,24 +204,15 @@ class _Rejections:
 def screen(
     deployments: Sequence[Deployment], sites: Sequence[Site], runs_there: BoolArray
 ) -> Screening:
-    """Run checks 1 to 9 on every pair; ``runs_there`` (deployments x sites) marks the sites
+    """Run checks 1 to 12 on every pair; ``runs_there`` (deployments x sites) marks the sites
     where a deployment has replicas running now."""
     specs = [deployment.spec for deployment in deployments]
     rejections = _Rejections()
     rejections.add(Rejection(Check.UNHEALTHY, "unhealthy: the site is not Ready"))
     rejections.add(Rejection(Check.CORDONED, "cordoned: the site takes nothing new"))
-    pools = tuple(
-        Pool(
-            site=site.name,
-            gpu_model=gpu.model,
-            gpus=gpu.count,
-            memory_gib=gpu.memory_gib,
-            hourly_cost=gpu.hourly_cost,
-        )
-        for site in sites
-        for gpu in sorted(site.spec.gpus, key=lambda gpu: gpu.model)
-    )
-    pool_site = np.repeat(np.arange(len(sites)), [len(site.spec.gpus) for site in sites])
+    by_site = [site_pools(site) for site in sites]
+    pools = tuple(pool for pools_here in by_site for pool in pools_here)
+    pool_site = np.repeat(np.arange(len(sites)), [len(pools_here) for pools_here in by_site])
     pool_start = np.searchsorted(pool_site, np.arange(len(sites)))
     unhealthy = np.array([not site.healthy for site in sites], dtype=np.bool_)
     cordoned = np.array([site.spec.cordoned for site in sites], dtype=np.bool_)
@@ -183,7 +226,7 @@ def screen(
         rejections.by_pair(
             (rejected == PASSED) & ~_any_by_site(fitting, pool_start),
             needs,
-            lambda deployment, site: _gpu_rejection(specs[deployment], sites[site].spec.gpus),
+            lambda deployment, site: _fit_rejection(specs[deployment], sites[site].spec),
         ),
     )
     traffic_start, trips, unreached = _latency(specs, sites)
@@ -284,44 +327,82 @@ def _selector(
 def _gpu_fit(
     specs: Sequence[ModelDeploymentSpec], pools: Sequence[Pool]
 ) -> tuple[BoolArray, IntArray]:
-    """Checks 5 to 7 pool by pool: where a replica fits in the pool (deployments x pools), and a
-    number per deployment, equal for the same GPU needs."""
+    """Checks 5 to 10 pool by pool: where a replica fits in the pool (deployments x pools), and a
+    number per deployment, equal for the same needs."""
     models = {model: index for index, model in enumerate(sorted({p.gpu_model for p in pools}))}
     wanted = np.ones((len(specs), len(models)), dtype=np.bool_)
+    cpu_only = np.array([spec.resources.cpu_only for spec in specs], dtype=np.bool_)
+    wanted[cpu_only] = False
+    if CPU_POOL in models:  # the CPU pool is for CPU-only replicas, and only it
+        wanted[:, models[CPU_POOL]] = cpu_only
     for deployment, spec in enumerate(specs):
         if spec.resources.gpu_models:
             wanted[deployment] = False
             wanted[deployment, [models[m] for m in spec.resources.gpu_models if m in models]] = True
-    memory = np.array([spec.resources.gpu_memory_gib or 0 for spec in specs], dtype=np.int64)
-    gpus = np.array([spec.resources.gpus for spec in specs], dtype=np.int64)
+    gpu_memory = np.array([spec.resources.gpu_memory_gib or 0 for spec in specs], dtype=np.int64)
+    units = np.array([replica_units(spec) for spec in specs], dtype=np.int64)
+    memory = np.array([replica_memory(spec) for spec in specs], dtype=np.int64)
+    per_gpu = np.array([0 if pool.cpu else pool.memory_gib for pool in pools], dtype=np.float64)
+    steps = np.array([pool.memory_steps for pool in pools], dtype=np.int64)
     fits: BoolArray = (
         wanted[:, [models[pool.gpu_model] for pool in pools]]
-        & (np.array([pool.memory_gib for pool in pools], dtype=np.int64) >= memory[:, None])
-        & (np.array([pool.gpus for pool in pools], dtype=np.int64) >= gpus[:, None])
+        & (per_gpu >= gpu_memory[:, None])
+        & (np.array([pool.gpus for pool in pools], dtype=np.int64) >= units[:, None])
+        & (steps >= memory[:, None])
     )
     needs = [
-        (tuple(spec.resources.gpu_models), spec.resources.gpu_memory_gib, spec.resources.gpus)
+        (
+            tuple(spec.resources.gpu_models),
+            spec.resources.gpu_memory_gib,
+            spec.resources.gpus,
+            replica_units(spec),
+            replica_memory(spec),
+        )
         for spec in specs
     ]
     return fits, _signature(needs)
 
 
-def _fitting(spec: ModelDeploymentSpec, gpus: Sequence[GpuPool]) -> list[GpuPool]:
-    """The pools of a site, in its order, a replica of ``spec`` fits in."""
-    wanted, memory = spec.resources.gpu_models, spec.resources.gpu_memory_gib
-    return [
-        pool
-        for pool in gpus
-        if (not wanted or pool.model in wanted)
-        and (memory is None or pool.memory_gib >= memory)
-        and pool.count >= spec.resources.gpus
-    ]
+def _fit_rejection(spec: ModelDeploymentSpec, site: InferenceSiteSpec) -> Rejection:
+    """The first of checks 5 to 10 that a site with no pool a replica fits in fails."""
+    if spec.resources.cpu_only:
+        return _cpu_rejection(spec, site)
+    return _gpu_rejection(spec, site.gpus)
+
+
+def _cpu_rejection(spec: ModelDeploymentSpec, site: InferenceSiteSpec) -> Rejection:
+    """The first of checks 8 to 10 that a site fails for a CPU-only replica."""
+    if site.cpus is None:
+        return Rejection(
+            Check.CPU_POOL, "CPU pool: the site has no spec.cpus; a CPU-only replica needs one"
+        )
+    cpus = replica_units(spec)
+    if site.cpus.count < cpus:
+        return Rejection(
+            Check.CPU_COUNT, f"cpus: needs {cpus} per replica, the site has {site.cpus.count}"
+        )
+    return Rejection(
+        Check.CPU_MEMORY,
+        f"memory: needs {_gib(spec.resources.memory_gib or 0)} GiB per replica, the site's CPU "
+        f"pool has {_gib(site.cpus.memory_gib)} GiB",
+    )
+
+
+def _gib(value: float) -> str:
+    """GiB as people write them: 8, 0.5."""
+    return f"{value:g}"
 
 
 def _gpu_rejection(spec: ModelDeploymentSpec, pools: Sequence[GpuPool]) -> Rejection:
     """The first of checks 5 to 7 that a site with no pool a replica fits in fails."""
     wanted = spec.resources.gpu_models
     by_model = [pool for pool in pools if not wanted or pool.model in wanted]
+    if not pools:
+        return Rejection(
+            Check.GPU_MODEL,
+            "GPU model: the site has no GPUs, only a CPU pool (a CPU-only replica has "
+            "resources.gpus: 0)",
+        )
     if not by_model:
         has = ", ".join(pool.model for pool in pools)
         return Rejection(
@@ -344,7 +425,7 @@ def _gpu_rejection(spec: ModelDeploymentSpec, pools: Sequence[GpuPool]) -> Rejec
 def _latency(
     specs: Sequence[ModelDeploymentSpec], sites: Sequence[Site]
 ) -> tuple[IntArray, FloatArray, BoolArray]:
-    """Check 8: where each traffic entry starts by deployment, the trips (traffic entries x
+    """Check 11: where each traffic entry starts by deployment, the trips (traffic entries x
     sites, inf beyond reach or SLO), and the pairs where the site reaches no region in time."""
     regions: dict[str, int] = {}
     entry_region = [
@@ -399,15 +480,15 @@ def _budget(
     fits: BoolArray,
     rejections: _Rejections,
 ) -> RejectionArray:
-    """Check 9 over the sites that passed 1 to 8: sites even the cheapest use of would overspend."""
+    """Check 12 over the sites that passed 1 to 11: sites even the cheapest use of overspends."""
     rejected = np.full((len(specs), len(sites)), PASSED, dtype=np.int32)
     capped = np.array([spec.budget is not None for spec in specs], dtype=np.bool_)
     chosen = np.flatnonzero(capped & fits.any(axis=1))
     if not chosen.size:
         return rejected
-    gpus = np.array([spec.resources.gpus for spec in specs], dtype=np.int64)[chosen]
+    units = np.array([replica_units(spec) for spec in specs], dtype=np.int64)[chosen]
     hourly = np.array([pool.hourly_cost for pool in pools])
-    cost = np.where(fits[chosen], gpus[:, None] * hourly, np.inf)
+    cost = np.where(fits[chosen], units[:, None] * hourly, np.inf)
     here = np.minimum.reduceat(cost, pool_start, axis=1)
     others = np.array([spec.reserved_replicas - 1 for spec in specs], dtype=np.int64)[chosen]
     needed = here + (others * cost.min(axis=1))[:, None]
@@ -416,15 +497,15 @@ def _budget(
     over = np.isfinite(here) & ~(needed <= (budget * (1 + _BUDGET_SLACK))[:, None])
     for row, site in zip(*np.nonzero(over), strict=True):
         deployment = int(chosen[row])
-        spec, least = specs[deployment], float(needed[row, site])
-        here_pool = min(
-            _fitting(spec, sites[site].spec.gpus),
-            key=lambda pool: spec.resources.gpus * pool.hourly_cost,
-        )
+        least = float(needed[row, site])
+        start = int(pool_start[site])
+        end = int(pool_start[site + 1]) if site + 1 < len(sites) else len(pools)
+        here_pool = pools[start + int(np.argmin(cost[row, start:end]))]
+        unit = "core" if here_pool.cpu else "GPU"
         line = (
             f"budget: a placement using this site costs at least {least:.2f}/h "
-            f"({here_pool.model} at {here_pool.hourly_cost:.2f}/GPU-h), over maxHourlyCost "
-            f"{limits[deployment]:.2f}"
+            f"({here_pool.gpu_model} at {here_pool.hourly_cost:.2f}/{unit}-h), over "
+            f"maxHourlyCost {limits[deployment]:.2f}"
         )
         rejected[deployment, site] = rejections.add(Rejection(Check.BUDGET, line, least))
     return rejected

@@ -1,11 +1,11 @@
 """The entry point: ``place(world, current) -> Plan``.
 
 Placement is a pure function of its input. Hard constraints (residency, site selector, health and
-cordons, GPU model, memory and shared capacity, latency SLO coverage of every traffic region,
-budget, ``minSites`` distinct sites) are never traded for cost, and a deployment is placed with all
-its replicas or not at all. Among compliant placements, each deployment's strategy decides; see
-:mod:`~soberana.operator.core.placement.problem` for the objective, stability and contention order,
-and :mod:`~soberana.operator.core.placement.fast` and
+cordons, GPU model and memory, CPU cores and memory, shared capacity, latency SLO coverage of every
+traffic region, budget, ``minSites`` distinct sites) are never traded for cost, and a deployment is
+placed with all its replicas or not at all. Among compliant placements, each deployment's strategy
+decides; see :mod:`~soberana.operator.core.placement.problem` for the objective, stability and
+contention order, and :mod:`~soberana.operator.core.placement.fast` and
 :mod:`~soberana.operator.core.placement.optimal` for the two solvers.
 """
 
@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from soberana.operator.core.placement.eligibility import MEMORY_STEPS
 from soberana.operator.core.placement.explain import Explainer
 from soberana.operator.core.placement.fast import solve_fast
 from soberana.operator.core.placement.optimal import solve_optimal
@@ -71,7 +72,7 @@ def _improves(problem: Problem, candidate: Solution, incumbent: Solution) -> boo
 
 
 def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver) -> Plan:
-    used = problem.gpus_used(solution)
+    used = problem.used(solution)
     explainer = Explainer(problem)
     deployments: dict[str, DeploymentPlan] = {}
     for demand in sorted(problem.demands, key=lambda demand: demand.key):
@@ -88,8 +89,7 @@ def _plan(problem: Problem, solution: Solution, current: Current, solver: Solver
             )
             continue
         free = problem.capacity - used
-        for option, replicas in assignment:
-            free[demand.pool[option]] += replicas * demand.gpus
+        demand.take(free, assignment, sign=1)
         placements = _placements(problem, demand, assignment)
         deployments[demand.key] = DeploymentPlan(
             key=demand.key,
@@ -142,16 +142,30 @@ def _site_usage(problem: Problem, solution: Solution, used: np.ndarray) -> dict[
             hosted[site].add(demand.key)
     site_of = {site.name: number for number, site in enumerate(problem.sites)}
     pool_site = np.array([site_of[pool.site] for pool in problem.pools], dtype=np.int64)
-    allocated = np.bincount(pool_site, weights=used, minlength=len(problem.sites))
-    total = np.bincount(pool_site, weights=problem.capacity, minlength=len(problem.sites))
+    cpu = np.array([pool.cpu for pool in problem.pools], dtype=np.bool_)
+    pools = len(problem.pools)
+
+    def by_site(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return np.bincount(pool_site, weights=np.where(where, values, 0), minlength=len(sites))
+
+    sites = problem.sites
+    units, capacity = used[:pools], problem.capacity[:pools]
+    gpus, gpus_total = by_site(units, ~cpu), by_site(capacity, ~cpu)
+    cpus, cpus_total = by_site(units, cpu), by_site(capacity, cpu)
+    memory = by_site(used[pools:], cpu) / MEMORY_STEPS
+    memory_total = [site.spec.cpus.memory_gib if site.spec.cpus else 0.0 for site in sites]
     return {
         site.name: SiteUsage(
-            gpus_allocated=int(allocated[number]),
-            gpus_total=int(total[number]),
+            gpus_allocated=int(gpus[number]),
+            gpus_total=int(gpus_total[number]),
             hourly_cost=cost[number],
             deployments=len(hosted[number]),
+            cpus_allocated=int(cpus[number]),
+            cpus_total=int(cpus_total[number]),
+            memory_gib_allocated=float(memory[number]),
+            memory_gib_total=float(memory_total[number]),
         )
-        for number, site in enumerate(problem.sites)
+        for number, site in enumerate(sites)
     }
 
 

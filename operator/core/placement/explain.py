@@ -1,11 +1,13 @@
 """Explanations: one line per site a deployment does not use, one reason per unplaced deployment.
 
 Both are computed from the final solution, the same way for either solver. "Free" GPUs for a
-deployment are the pool's GPUs minus what every *other* placed deployment uses there.
+deployment are the pool's GPUs (or cores and memory, for a CPU pool) minus what every *other*
+placed deployment uses there.
 
 The reason for an unplaced deployment is the first of these that holds, from the most basic to the
 most combined, so that it names what a person has to change: no site passes a screening check
-(jurisdiction, selector, health, GPU model, memory and count, latency, budget; see
+(jurisdiction, selector, health, GPU model, memory and count, CPU pool, cores and memory, latency,
+budget; see
 :mod:`~soberana.operator.core.placement.eligibility`); a traffic region no eligible site reaches;
 fewer eligible sites than ``minSites``; the cheapest eligible placement over budget; then the same
 questions over free GPUs only (not enough room, a region without a site with room, too few sites
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soberana.operator.core.placement.arrays import IntArray
-from soberana.operator.core.placement.eligibility import Check
+from soberana.operator.core.placement.eligibility import MEMORY_STEPS, Check
 from soberana.operator.core.placement.problem import Assignment, Demand, Problem
 from soberana.operator.core.placement.world import Site
 
@@ -41,6 +43,7 @@ class Explainer:
         self._lines = [rejection.line for rejection in problem.rejections] + [""]
         self._models = [pool.gpu_model for pool in problem.pools]
         self._pool_gpus = problem.capacity.tolist()
+        self._pools = len(problem.pools)
         self._hourly = [pool.hourly_cost for pool in problem.pools]
         self._latency = [site.spec.latency_ms for site in problem.sites]
 
@@ -94,16 +97,23 @@ class Explainer:
         return dict(zip(self._names, lines, strict=True))
 
     def _capacity_line(self, demand: Demand, pools: list[int], free: list[int]) -> str:
+        if demand.cpu_only:  # the site's CPU pool
+            (pool,) = pools
+            return _cpu_line(demand, free[pool], self._pool_gpus[pool], self._memory(pool, free))
         described = " and ".join(
             f"{free[pool]} of {self._pool_gpus[pool]} {self._models[pool]}" for pool in pools
         )
         return f"capacity: {described} GPUs free; a replica needs {demand.gpus}"
 
+    def _memory(self, pool: int, free: list[int]) -> tuple[int, int]:
+        """The CPU pool's free and total memory steps."""
+        return free[self._pools + pool], self._pool_gpus[self._pools + pool]
+
     def _compare(self, reference: _Reference, here: int, site: int) -> tuple[str, bool]:
         """A line comparing ``site``, whose cheapest usable pool is ``here``, with the placement,
         and whether the site is better somehow."""
         hourly = self._hourly[here]
-        here_parts = [f"{hourly:.2f}/GPU-h {self._models[here]}"]
+        here_parts = [f"{hourly:.2f}/{reference.unit}-h {self._models[here]}"]
         better_somehow = hourly < reference.gpu_price
         latency = self._latency[site]
         for name, nearest in reference.regions:
@@ -124,7 +134,7 @@ def _eligible_sites(demand: Demand, free: IntArray) -> Iterator[tuple[int, int, 
         return
     site = demand.site
     starts = np.flatnonzero(np.r_[True, site[1:] != site[:-1]])
-    room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
+    room = demand.room(free)
     room[demand.keep_only] = 0
     yield from zip(
         site[starts].tolist(),
@@ -180,6 +190,21 @@ def _screening_reason(problem: Problem, demand: Demand) -> str | None:
                     f"no available site{scope} has {spec.resources.gpus} {_models(demand)} GPUs "
                     f"in one pool for a replica ({examples})"
                 )
+            case Check.CPU_POOL:
+                return (
+                    f"no available site{scope} has a CPU pool (spec.cpus) for CPU-only replicas "
+                    f"({examples})"
+                )
+            case Check.CPU_COUNT:
+                return (
+                    f"no available site{scope} has the {demand.gpus} cores a replica needs in its "
+                    f"CPU pool ({examples})"
+                )
+            case Check.CPU_MEMORY:
+                return (
+                    f"no available site{scope} has the {_gib(demand.memory)} GiB a replica needs "
+                    f"in its CPU pool ({examples})"
+                )
             case Check.LATENCY:
                 return f"no available site{scope} reaches any traffic region in time ({examples})"
             case Check.BUDGET:
@@ -198,17 +223,30 @@ def _screening_reason(problem: Problem, demand: Demand) -> str | None:
 
 def _eligible_reason(problem: Problem, demand: Demand) -> str | None:
     """What the eligible sites cannot do together, whatever other deployments use."""
-    room = np.minimum(problem.capacity[demand.pool] // demand.gpus, demand.replicas)
+    room = demand.room(problem.capacity)
     return _set_reason(problem, demand, room, qualifier="eligible site", scope=_scope(demand))
 
 
 def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> str | None:
     """What the eligible sites cannot do with the GPUs other deployments left free."""
-    room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
+    room = demand.room(free)
     room[demand.keep_only] = 0
     scope = _scope(demand)
     eligible = list(_eligible_sites(demand, free))
     total = sum(site_room for _, _, _, site_room in eligible)
+    if total < demand.replicas and demand.cpu_only:
+        details = ", ".join(
+            f"{problem.sites[site].name}: {int(free[pool])} cores, "
+            f"{_gib(int(free[demand.pools + pool]))} GiB free"
+            for site, start, _, _ in eligible[: 2 * _EXAMPLES]
+            for pool in demand.pool[start : start + 1].tolist()
+        )
+        more = ", ..." if len(eligible) > 2 * _EXAMPLES else ""
+        return (
+            f"needs {_counted(demand.replicas, 'replica')} x {_counted(demand.gpus, 'core')} "
+            f"and {_gib(demand.memory)} GiB{scope}, but eligible sites have room for {total} "
+            f"({details}{more})"
+        )
     if total < demand.replicas:
         details = ", ".join(
             f"{problem.sites[site].name}: "
@@ -224,7 +262,8 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
             f"{_counted(demand.gpus, _models(demand) + ' GPU')}{scope}, but eligible sites have "
             f"room for {total} ({details}{more})"
         )
-    return _set_reason(problem, demand, room, qualifier="eligible site with free GPUs", scope=scope)
+    qualifier = "eligible site with free " + ("cores" if demand.cpu_only else "GPUs")
+    return _set_reason(problem, demand, room, qualifier=qualifier, scope=scope)
 
 
 def _set_reason(
@@ -278,10 +317,11 @@ def _cheapest_cost(demand: Demand, usable: IntArray, room: IntArray) -> float:
 class _Reference:
     """What a deployment's chosen placement offers, for comparing other sites with it."""
 
-    gpu_price: float  # average hourly price of one GPU of the placement
+    gpu_price: float  # average hourly price of one GPU (or core) of the placement
     regions: tuple[tuple[str, float], ...]  # the busiest traffic regions, RTT to nearest chosen
     strategy: str
     chosen: str  # the placement's side of a comparison line
+    unit: str  # GPU, or core
 
     @classmethod
     def of(cls, demand: Demand, assignment: Assignment) -> _Reference:
@@ -293,13 +333,15 @@ class _Reference:
             (traffic[region].region, float(demand.reach[region, chosen].min()))
             for region in busiest
         )
+        unit = "core" if demand.cpu_only else "GPU"
         return cls(
             gpu_price=gpu_price,
             regions=regions,
             strategy=demand.spec.placement.strategy.value,
             chosen=", ".join(
-                [f"{gpu_price:.2f}/GPU-h", *(f"{name} {ms:.0f} ms" for name, ms in regions)]
+                [f"{gpu_price:.2f}/{unit}-h", *(f"{name} {ms:.0f} ms" for name, ms in regions)]
             ),
+            unit=unit,
         )
 
 
@@ -314,7 +356,7 @@ def _full_or_nearest(problem: Problem, demand: Demand, region: int, usable: IntA
     )
     if full:
         described = ", ".join(f"{site} at {ms:.0f} ms" for ms, site in full[:_EXAMPLES])
-        return f" ({described}: no free GPUs)"
+        return f" ({described}: no free {'cores' if demand.cpu_only else 'GPUs'})"
     name = demand.spec.traffic[region].region
     candidates = set(demand.site[usable].tolist())
     trips = [
@@ -338,6 +380,19 @@ def _examples(problem: Problem, demand: Demand, sites: Sequence[Site]) -> str:
     if len(sites) > _EXAMPLES:
         shown.append(f"{len(sites) - _EXAMPLES} more")
     return "; ".join(shown)
+
+
+def _cpu_line(demand: Demand, cores: int, total: int, memory: tuple[int, int]) -> str:
+    """Why a CPU pool has no room for a replica: its cores, or else its memory."""
+    if cores < demand.gpus:
+        return f"cpus: needs {demand.gpus}, {cores} of {total} free"
+    free, pool = memory
+    return f"memory: needs {_gib(demand.memory)} GiB, {_gib(free)} of {_gib(pool)} GiB free"
+
+
+def _gib(steps: int) -> str:
+    """Memory steps in GiB, as people write them: 8, 0.5."""
+    return f"{steps / MEMORY_STEPS:g}"
 
 
 def _counted(count: int, noun: str) -> str:

@@ -101,7 +101,8 @@ def solve_fast(problem: Problem) -> Solution:
 
 
 class _Ledger:
-    """Free GPUs per pool, the placed deployments' assignments, and what each holds where."""
+    """Free capacity (units, then memory, by pool), the placed deployments' assignments, and what
+    each holds where (units per table option)."""
 
     def __init__(self, problem: Problem, table: Candidates, penalties: FloatArray) -> None:
         self.problem = problem
@@ -124,8 +125,8 @@ class _Ledger:
 
     def take(self, demand: Demand, assignment: Assignment) -> None:
         start = self.table.option_start[self.owners[demand.key]]
+        demand.take(self.free, assignment)
         for option, replicas in assignment:
-            self.free[demand.pool[option]] -= replicas * demand.gpus
             self.own[start + option] += replicas * demand.gpus
             self.holders[int(demand.pool[option])].add(demand.key)
         self.solution[demand.key] = assignment
@@ -133,17 +134,14 @@ class _Ledger:
     def release(self, demand: Demand) -> Assignment | None:
         assignment = self.solution.pop(demand.key, None)
         start = self.table.option_start[self.owners[demand.key]]
+        demand.take(self.free, assignment or (), sign=1)
         for option, replicas in assignment or ():
-            self.free[demand.pool[option]] += replicas * demand.gpus
             self.own[start + option] -= replicas * demand.gpus
             self.holders[int(demand.pool[option])].discard(demand.key)
         return assignment
 
     def fits(self, demand: Demand, assignment: Assignment) -> bool:
-        return all(
-            self.free[demand.pool[option]] >= replicas * demand.gpus
-            for option, replicas in assignment
-        )
+        return demand.fits(self.free, assignment)
 
     def keep_better(
         self, demand: Demand, chosen: Assignment | None, held: Assignment | None
@@ -191,8 +189,14 @@ class _Ledger:
         rows = best[self.owners[demand.key]]
         rows = rows[rows >= 0]
         members = scored.members[rows]
-        gpus = scored.counts[rows] * self.table.gpus[members]
-        fit = ((members < 0) | (gpus <= self.free[self.table.pool[members]])).all(axis=1)
+        table = self.table
+        gpus = scored.counts[rows] * table.gpus[members]
+        fit = ((members < 0) | (gpus <= self.free[table.pool[members]])).all(axis=1)
+        if demand.memory:
+            memory = scored.counts[rows] * table.memory[members]
+            fit &= ((members < 0) | (memory <= self.free[table.pools + table.pool[members]])).all(
+                axis=1
+            )
         if not fit.any():
             return None
         row = int(rows[int(np.argmax(fit))])
@@ -201,7 +205,7 @@ class _Ledger:
     def best(self, demand: Demand, tolls: FloatArray | None) -> Assignment | None:
         """``demand``'s best placement on the free GPUs (it holds none): its best table row, or
         else the search's."""
-        room = np.minimum(self.free[demand.pool] // demand.gpus, demand.replicas)
+        room = demand.room(self.free)
         if int(room[~demand.keep_only].sum()) < demand.replicas:
             return None  # not enough free GPUs anywhere it may go
         scored, best = self.score([demand], tolls)
@@ -524,11 +528,7 @@ def _feasible_after(
     ledger: _Ledger, harmed: Demand, target: Assignment, partners: list[Demand]
 ) -> bool:
     """Whether ``target`` fits once ``partners`` leave."""
-    freed: defaultdict[int, int] = defaultdict(int)
+    free = ledger.free.copy()
     for partner in partners:
-        for option, replicas in ledger.solution[partner.key]:
-            freed[int(partner.pool[option])] += replicas * partner.gpus
-    return all(
-        ledger.free[harmed.pool[option]] + freed[int(harmed.pool[option])] >= replicas * harmed.gpus
-        for option, replicas in target
-    )
+        partner.take(free, ledger.solution[partner.key], sign=1)
+    return harmed.fits(free, target)

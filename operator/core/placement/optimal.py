@@ -1,6 +1,6 @@
 """The ``optimal`` solver: one mixed-integer linear program over all deployments, solved by HiGHS.
 
-Per deployment d and option o (a GPU pool a replica fits in), with U the replicas the pool holds:
+Per deployment d and option o (a pool a replica fits in), with U the replicas the pool holds:
 
 * ``x[d,o]`` in 0..U replicas, ``z[d,o]`` in {0,1} whether the pool is used;
 * ``a[d,r,o]`` in [0,1] the share of region r's traffic sent to o, only where o reaches r within
@@ -10,7 +10,8 @@ Per deployment d and option o (a GPU pool a replica fits in), with U the replica
 
 Constraints: ``z <= x <= U z``; at most one used pool per site; ``sum_o x = replicas * p``;
 ``sum_o z >= minSites * p``; ``sum_o a[d,r,o] = p`` for every region r and ``a <= z`` (coverage);
-``sum_o price * x <= budget``; per pool, ``sum_d gpus_d * x <= capacity``; ``k <= p`` and
+``sum_o price * x <= budget``; per pool, ``sum_d gpus_d * x <= capacity`` (GPUs, or cores) and,
+for CPU pools, ``sum_d memory_d * x <= memory``; ``k <= p`` and
 ``x >= current * k`` (keeping means exactly the current placement; keep-only pools of cordoned
 sites also get ``x <= current * k``).
 
@@ -98,8 +99,8 @@ class _Model:
         pool_rows: dict[int, list[tuple[int, float]]] = {}
         for demand in model.demands:
             model._add_demand(problem, demand, placed=demand.key in fast, pool_rows=pool_rows)
-        for pool, terms in sorted(pool_rows.items()):
-            model._row(terms, -np.inf, float(problem.capacity[pool]))
+        for entry, terms in sorted(pool_rows.items()):
+            model._row(terms, -np.inf, float(problem.capacity[entry]))
         return model
 
     def _add_demand(
@@ -114,8 +115,9 @@ class _Model:
         p = self._column(0.0, 1.0 if placed else 0.0, 1.0, integral=True)
         self.placed[demand.key] = p
         columns = self.columns[demand.key] = _DemandVariables()
-        for option, pool in enumerate(demand.pool.tolist()):
-            bound = min(demand.replicas, int(problem.capacity[pool]) // demand.gpus)
+        room = demand.room(problem.capacity).tolist()
+        for option in range(demand.pool.size):
+            bound = int(room[option])
             if demand.keep_only[option]:
                 bound = current.get(option, 0)
             x = self._column(demand.cost_weight * float(demand.price[option]), 0, bound, True)
@@ -125,6 +127,9 @@ class _Model:
             self._row([(x, 1.0), (z, -1.0)], 0.0, np.inf)
             self._row([(x, 1.0), (z, -float(bound))], -np.inf, 0.0)
             pool_rows.setdefault(int(demand.pool[option]), []).append((x, float(demand.gpus)))
+            if demand.memory:
+                memory_row = int(demand.memory_row[option])
+                pool_rows.setdefault(memory_row, []).append((x, float(demand.memory)))
         for site_index in np.unique(demand.site):
             same_site = np.flatnonzero(demand.site == site_index)
             if same_site.size > 1:

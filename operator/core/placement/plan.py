@@ -26,7 +26,7 @@ class SitePlacement:
     """One site's share of a deployment."""
 
     site: str
-    gpu_model: str
+    gpu_model: str  # CPU_POOL for CPU-only replicas
     replicas: int
     hourly_cost: float
     regions: tuple[str, ...]  # traffic regions for which this is the nearest chosen site
@@ -61,12 +61,16 @@ class DeploymentPlan:
 
 @dataclass(frozen=True)
 class SiteUsage:
-    """What a plan allocates at one site."""
+    """What a plan allocates at one site: GPUs, and cores and memory of its CPU pool."""
 
     gpus_allocated: int
     gpus_total: int
     hourly_cost: float
     deployments: int
+    cpus_allocated: int = 0
+    cpus_total: int = 0
+    memory_gib_allocated: float = 0.0  # of the CPU pool, by CPU-only replicas
+    memory_gib_total: float = 0.0  # of the CPU pool
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Plan:
                     "placements": [
                         {
                             "site": entry.site,
+                            "pool": entry.gpu_model,
                             "replicas": entry.replicas,
                             "hourlyCost": round(entry.hourly_cost, _COST_DECIMALS),
                             "regions": list(entry.regions),
@@ -111,7 +116,14 @@ class Plan:
                 for key, plan in self.deployments.items()
             },
             "sites": {
-                name: {"gpusAllocated": usage.gpus_allocated, "gpusTotal": usage.gpus_total}
+                name: {
+                    "gpusAllocated": usage.gpus_allocated,
+                    "gpusTotal": usage.gpus_total,
+                    "cpusAllocated": usage.cpus_allocated,
+                    "cpusTotal": usage.cpus_total,
+                    "memoryGiBAllocated": round(usage.memory_gib_allocated, _COST_DECIMALS),
+                    "memoryGiBTotal": usage.memory_gib_total,
+                }
                 for name, usage in self.sites.items()
             },
         }

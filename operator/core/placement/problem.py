@@ -4,14 +4,15 @@ Objective. A deployment scores a placement A (replicas per GPU pool) as::
 
     objective(A) = w_cost * cost(A) / best_cost  +  w_latency * latency(A) / best_latency
 
-``cost(A)`` is the hourly cost of A's GPUs. ``latency(A)`` is the traffic-weighted mean round-trip
-time from each traffic region to its nearest site in A. ``best_cost`` (every replica on the
-cheapest eligible pool) and ``best_latency`` (every region served by its nearest eligible site) are
-the best values possible if nothing else mattered, floored at ``PlacementOptions.cost_floor`` and
-``latency_floor_ms``. Each term is therefore 1.0 at its ideal and 1.5 when 50 % worse: unitless,
-comparable across deployments, strategies and currencies. The strategy picks the weights
-(``w_cost``, ``w_latency``): cost (1, 0.01), latency (0.01, 1), balanced (0.5, 0.5); the small
-secondary weight only decides between placements that are equal on the primary term.
+``cost(A)`` is the hourly cost of A's GPUs (or cores, for a CPU-only deployment). ``latency(A)`` is
+the traffic-weighted mean round-trip time from each traffic region to its nearest site in A.
+``best_cost`` (every replica on the cheapest eligible pool) and ``best_latency`` (every region
+served by its nearest eligible site) are the best values possible if nothing else mattered, floored
+at ``PlacementOptions.cost_floor`` and ``latency_floor_ms``. Each term is therefore 1.0 at its ideal
+and 1.5 when 50 % worse: unitless, comparable across deployments, strategies and currencies. The
+strategy picks the weights (``w_cost``, ``w_latency``): cost (1, 0.01), latency (0.01, 1), balanced
+(0.5, 0.5); the small secondary weight only decides between placements that are equal on the primary
+term.
 
 Stability. A running deployment whose current placement still meets every hard constraint
 (*keepable*) pays ``move_threshold * objective(current)`` when it moves, so it moves only when the
@@ -22,8 +23,13 @@ objective is the sum over placed deployments of their objectives plus these pena
 
 Contention order. When capacity is short, deployments are served in this order: running ones
 before new ones (a running model is not evicted to make room for a new one); then those with fewer
-eligible sites (they have fewer alternatives); then larger GPU demand (replicas x GPUs per
+eligible sites (they have fewer alternatives); then larger demand (replicas x GPUs, or cores, per
 replica), which packs better; then by ``namespace/name``.
+
+Capacity. A pool is a site's GPUs of one model, or its CPU pool. ``Problem.capacity`` lists first
+what each pool holds in *units* (GPUs, or cores), then each pool's memory in steps of
+1/``MEMORY_STEPS`` GiB, which only CPU pools count (GPU pools hold 0 and nothing asks for it).
+A replica takes ``Demand.gpus`` units and ``Demand.memory`` memory steps from the pool it is in.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from soberana.operator.core.placement.eligibility import (
     Pool,
     Rejection,
     Screening,
+    replica_memory,
+    replica_units,
     screen,
 )
 from soberana.operator.core.placement.options import PlacementOptions
@@ -67,19 +75,19 @@ _BUDGET_SLACK = 1e-9
 class Demand:
     """One deployment's side of the problem: where it may go and how it scores placements.
 
-    An option is a GPU pool a replica may use, options in the order of the problem's pools (so by
-    site, then GPU model). Arrays are indexed by option (and, for ``reach``, by traffic region
-    first): ``pool`` and ``site`` locate the option in the problem, ``price`` is one replica's
-    hourly cost there, and ``reach`` the round-trip time to each region, ``inf`` where beyond
-    reach or SLO. ``rejected`` holds, by site of the problem, the index of the site's rejection
-    in ``Problem.rejections``, or ``PASSED`` where the site is eligible.
+    An option is a pool a replica may use, options in the order of the problem's pools (so by site,
+    then GPU model, the CPU pool last). Arrays are indexed by option (and, for ``reach``, by traffic
+    region first): ``pool`` and ``site`` locate the option in the problem, ``price`` is one
+    replica's hourly cost there, and ``reach`` the round-trip time to each region, ``inf`` where
+    beyond reach or SLO. ``rejected`` holds, by site of the problem, the index of the site's
+    rejection in ``Problem.rejections``, or ``PASSED`` where the site is eligible.
     """
 
     deployment: Deployment
     key: str
     rank: int
     replicas: int  # reserved: replicas, or autoscaling's maximum
-    gpus: int  # per replica
+    gpus: int  # units per replica: GPUs, or cores for a CPU-only replica
     min_sites: int
     budget: float  # inf without a budget
     rejected: RejectionArray
@@ -93,6 +101,43 @@ class Demand:
     latency_weight: float
     current: Assignment | None  # the running placement, when keepable
     keep_only: BoolArray  # options usable only by keeping ``current``
+    memory: int = 0  # memory steps per replica (CPU-only replicas only)
+    pools: int = 0  # pools in the problem: memory entries of ``capacity`` start here
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether replicas use CPU pools (``gpus`` then counts cores)."""
+        return self.deployment.spec.resources.cpu_only
+
+    @property
+    def memory_row(self) -> IntArray:
+        """Each option's memory entry in ``Problem.capacity``."""
+        return self.pool + self.pools
+
+    def room(self, free: IntArray) -> IntArray:
+        """Replicas each option could take within ``free`` (units, then memory, by pool), at most
+        the deployment's replicas."""
+        room = np.minimum(free[self.pool] // self.gpus, self.replicas)
+        if self.memory:
+            room = np.minimum(room, free[self.memory_row] // self.memory)
+        return room
+
+    def fits(self, free: IntArray, assignment: Assignment) -> bool:
+        """Whether ``assignment`` fits in ``free``."""
+        for option, replicas in assignment:
+            pool = int(self.pool[option])
+            if free[pool] < replicas * self.gpus:
+                return False
+            if self.memory and free[self.pools + pool] < replicas * self.memory:
+                return False
+        return True
+
+    def take(self, free: IntArray, assignment: Assignment, sign: int = -1) -> None:
+        """Take what ``assignment`` uses from ``free`` (or, ``sign`` 1, give it back)."""
+        for option, replicas in assignment:
+            free[self.pool[option]] += sign * replicas * self.gpus
+            if self.memory:
+                free[self.memory_row[option]] += sign * replicas * self.memory
 
     @property
     def spec(self) -> ModelDeploymentSpec:
@@ -149,10 +194,11 @@ DRAIN_PENALTY = 1000.0
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """Every deployment's demand over the shared GPU pools, in contention order.
+    """Every deployment's demand over the shared pools, in contention order.
 
-    ``sites`` are in name order, ``pools`` by site then GPU model; ``rejections`` are the distinct
-    screening rejections the demands' ``rejected`` arrays point into.
+    ``sites`` are in name order, ``pools`` by site then GPU model (the CPU pool last);
+    ``capacity`` holds each pool's units, then each pool's memory steps; ``rejections`` are the
+    distinct screening rejections the demands' ``rejected`` arrays point into.
     """
 
     sites: tuple[Site, ...]
@@ -193,19 +239,18 @@ class Problem:
             if demand.key in solution
         )
 
-    def gpus_used(self, solution: Solution) -> IntArray:
-        """GPUs allocated per pool by ``solution``."""
-        used = np.zeros(len(self.pools), dtype=np.int64)
+    def used(self, solution: Solution) -> IntArray:
+        """What ``solution`` allocates, entry by entry of ``capacity``."""
+        used = np.zeros(self.capacity.size, dtype=np.int64)
         for demand in self.demands:
-            for option, replicas in solution.get(demand.key, ()):
-                used[demand.pool[option]] += replicas * demand.gpus
+            demand.take(used, solution.get(demand.key, ()), sign=1)
         return used
 
     def is_feasible(self, solution: Solution) -> bool:
         """Whether ``solution`` meets every hard constraint, shared capacity included."""
         by_key = {demand.key: demand for demand in self.demands}
         return all(by_key[key].admits(assignment) for key, assignment in solution.items()) and bool(
-            (self.gpus_used(solution) <= self.capacity).all()
+            (self.used(solution) <= self.capacity).all()
         )
 
 
@@ -225,7 +270,11 @@ def build_problem(world: World, current: Current, options: PlacementOptions) -> 
         pool_index={
             (pool.site, pool.gpu_model): index for index, pool in enumerate(screening.pools)
         },
-        capacity=np.array([pool.gpus for pool in screening.pools], dtype=np.int64),
+        capacity=np.array(
+            [pool.gpus for pool in screening.pools]
+            + [pool.memory_steps for pool in screening.pools],
+            dtype=np.int64,
+        ),
         hourly_cost=np.array([pool.hourly_cost for pool in screening.pools]),
         cordoned=np.array([site.spec.cordoned for site in sites], dtype=np.bool_),
     )
@@ -280,11 +329,12 @@ def _demand(
     rejected = screening.rejected[row]
     pool = np.flatnonzero(screening.fits[row])
     site = screening.pool_site[pool]
-    price = spec.resources.gpus * layout.hourly_cost[pool]
+    units, memory = replica_units(spec), replica_memory(spec)
+    price = units * layout.hourly_cost[pool]
     trips = screening.trips[screening.traffic_start[row] : screening.traffic_start[row + 1]]
     reach = trips[:, site]
     keep_only = layout.cordoned[site]
-    current = _keepable(spec, pool, site, price, reach, running, layout)
+    current = _keepable(spec, pool, site, price, reach, running, layout, (units, memory))
     if current is None and keep_only.any():
         rejected[site[keep_only]] = CORDONED
         kept = ~keep_only
@@ -306,7 +356,7 @@ def _demand(
         key=deployment.key,
         rank=0,  # set once every demand is known
         replicas=spec.reserved_replicas,
-        gpus=spec.resources.gpus,
+        gpus=units,
         min_sites=spec.placement.min_sites,
         budget=spec.budget.max_hourly_cost if spec.budget is not None else math.inf,
         rejected=rejected,
@@ -320,6 +370,8 @@ def _demand(
         latency_weight=latency_weight / max(best_latency, settings.latency_floor_ms),
         current=current,
         keep_only=keep_only,
+        memory=memory,
+        pools=len(screening.pools),
     )
 
 
@@ -331,17 +383,23 @@ def _keepable(
     reach: FloatArray,
     running: Sequence[Allocation],
     layout: _Layout,
+    needs: tuple[int, int],
 ) -> Assignment | None:
-    """The running placement as an assignment, if it still meets every hard constraint alone."""
+    """The running placement as an assignment, if it still meets every hard constraint alone;
+    ``needs`` are one replica's units and memory steps."""
+    units, memory = needs
+    pools = len(layout.screening.pools)
     if not running:
         return None
     pairs = []
     for allocation in running:
         wanted = layout.pool_index.get((allocation.site, allocation.gpu_model))
         number = int(np.searchsorted(pool, wanted)) if wanted is not None else pool.size
-        if number == pool.size or pool[number] != wanted or allocation.replicas < 1:
+        if wanted is None or number == pool.size or pool[number] != wanted:
             return None
-        if layout.capacity[wanted] < allocation.replicas * spec.resources.gpus:
+        if allocation.replicas < 1 or layout.capacity[wanted] < allocation.replicas * units:
+            return None
+        if layout.capacity[pools + wanted] < allocation.replicas * memory:
             return None
         pairs.append((number, allocation.replicas))
     chosen = [number for number, _ in pairs]

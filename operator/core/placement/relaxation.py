@@ -1,11 +1,11 @@
 """The linear relaxation behind the ``fast`` solver: GPU prices by column generation.
 
 The master LP chooses for each deployment a mix of candidate placements (*columns*) or an
-"unplaced" slack, so that the GPUs taken fit every pool::
+"unplaced" slack, so that the GPUs (or cores, and CPU pools' memory) taken fit every pool::
 
     minimise   sum_j value_j y_j  +  sum_d unplaced_d s_d
     such that  sum_{j of d} y_j + s_d = 1          for every deployment d
-               sum_j gpus_{j,p} y_j <= capacity_p   for every pool p,   y, s >= 0
+               sum_j gpus_{j,p} y_j <= capacity_p   for every entry p of the capacity,  y, s >= 0
 
 ``value_j`` is the placement's objective plus its stability penalty. ``unplaced_d`` is far above
 any objective, in proportion to the deployment's GPUs and falling with its contention rank, so the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp  # type: ignore[import-untyped]
-from scipy.sparse import csc_array, csr_array  # type: ignore[import-untyped]
+from scipy.sparse import csc_array, csr_array, diags_array  # type: ignore[import-untyped]
 
 from soberana.operator.core.placement.arrays import AnyIntArray, FloatArray, IntArray
 from soberana.operator.core.placement.candidates import Candidates, Scored
@@ -99,15 +99,17 @@ def relax(
     chosen = first[first >= 0]
     columns.add(scored.owner[chosen], scored.members[chosen], scored.counts[chosen])
     floor = scored.value + penalties[table.row_owner]
-    capacity = problem.capacity.astype(np.float64)
-    tolls = np.zeros(len(problem.pools))
+    scale = _scale(problem)
+    capacity = problem.capacity * scale
+    tolls = np.zeros(problem.capacity.size)
     found = first[:, 0] >= 0
     step = float(np.median(scored.value[first[found, 0]])) if found.any() else 1.0
     if not columns.owner.size:
         return Prices(tolls, {}, frozenset(), columns, unplaced)
     for iterations in [_ASCENT[0]] + [_ASCENT[1]] * (_ROUNDS - 1):
-        lagrangian = _Lagrangian(columns, len(problem.pools), unplaced)
-        tolls, step, duals, bound = lagrangian.ascend(tolls, capacity, iterations, step)
+        lagrangian = _Lagrangian(columns, scale, unplaced)
+        scaled, step, duals, bound = lagrangian.ascend(tolls / scale, capacity, iterations, step)
+        tolls = scaled * scale
         rows = np.flatnonzero(floor < duals[table.row_owner] - _REDUCED_COST)
         if not rows.size:
             break
@@ -126,6 +128,17 @@ def relax(
     return _solve(problem, table, columns, unplaced) or Prices(
         tolls, {}, frozenset(), columns, unplaced
     )
+
+
+def _scale(problem: Problem) -> FloatArray:
+    """What the Lagrangian measures each capacity entry in, per unit: 1 for GPUs and cores, and
+    for a CPU pool's memory steps its cores per step, so that the subgradient weighs them alike."""
+    pools = len(problem.pools)
+    scale = np.ones(problem.capacity.size)
+    units, memory = problem.capacity[:pools], problem.capacity[pools:]
+    counted = memory > 0
+    scale[pools:][counted] = units[counted] / memory[counted]
+    return scale
 
 
 class _Columns:
@@ -200,18 +213,10 @@ class _Columns:
         rows = np.ascontiguousarray(np.concatenate((owner[:, None], members, counts), axis=1))
         return [row.tobytes() for row in rows]
 
-    def usage(self, order: IntArray, pools: int) -> csr_array:
-        """GPUs per pool of the columns in ``order``, one row each."""
-        members, counts = self.members[order], self.counts[order]
-        present = members >= 0
-        return csr_array(
-            (
-                (counts * self.table.gpus[members])[present].astype(np.float64),
-                self.table.pool[members][present],
-                np.concatenate(([0], np.cumsum(present.sum(axis=1)))),
-            ),
-            shape=(order.size, pools),
-        )
+    def usage(self, order: IntArray, entries: int) -> csr_array:
+        """What the columns in ``order`` take of each of the ``entries`` of the capacity, one row
+        each."""
+        return _usage(self.table, self.members[order], self.counts[order], entries)
 
 
 class _Lagrangian:
@@ -220,11 +225,13 @@ class _Lagrangian:
     L(tolls) = sum_d min(unplaced_d, min_{j of d} value_j + tolls . gpus_j) - tolls . capacity
     """
 
-    def __init__(self, columns: _Columns, pools: int, unplaced: FloatArray) -> None:
+    def __init__(self, columns: _Columns, scale: FloatArray, unplaced: FloatArray) -> None:
         order = np.argsort(columns.owner, kind="stable")
         owner = columns.owner[order]
         self.value = columns.value[order]
-        self.usage = columns.usage(order, pools)
+        self.usage = columns.usage(order, scale.size)
+        if not (scale == 1).all():
+            self.usage = csr_array(self.usage @ diags_array(scale))
         self.starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         self.owners = owner[self.starts]
         self.sizes = np.diff(np.append(self.starts, owner.size))
@@ -285,7 +292,7 @@ def _solve(
     if solved is None:
         return None
     weight, marginals, used = solved
-    tolls = np.zeros(len(problem.pools))
+    tolls = np.zeros(problem.capacity.size)
     tolls[used] = np.maximum(-marginals, 0.0)
     support: dict[str, list[tuple[Assignment, float]]] = {}
     for index in np.flatnonzero(weight > _USED)[np.argsort(-weight[weight > _USED], kind="stable")]:
@@ -296,6 +303,33 @@ def _solve(
         table.demands[columns.owner[index]].key for index in np.flatnonzero(weight > _WHOLE)
     )
     return Prices(tolls, support, whole, columns, unplaced)
+
+
+def _usage(table: Candidates, members: AnyIntArray, counts: AnyIntArray, entries: int) -> csr_array:
+    """What rows of pools (table options, -1 padded) and replicas take of each of the ``entries``
+    of the capacity: units of their pools and, where counted, memory steps."""
+    present = members >= 0
+    units = csr_array(
+        (
+            (counts * table.gpus[members])[present].astype(np.float64),
+            table.pool[members][present],
+            np.concatenate(([0], np.cumsum(present.sum(axis=1)))),
+        ),
+        shape=(members.shape[0], entries),
+    )
+    memory = np.where(present, counts * table.memory[members], 0)
+    counted = memory > 0
+    if not counted.any():
+        return units
+    rows, slots = np.nonzero(counted)
+    steps = csr_array(
+        (
+            memory[counted].astype(np.float64),
+            (rows, table.pools + table.pool[members[rows, slots]]),
+        ),
+        shape=(members.shape[0], entries),
+    )
+    return csr_array(units + steps)
 
 
 def rearrange(
@@ -337,14 +371,17 @@ def _master(
     members, counts = columns.members[chosen], columns.counts[chosen]
     count, deployments = chosen.size, owners.size
     present = members >= 0
-    used, pool_row = np.unique(table.pool[members][present], return_inverse=True)
-    capacity_rows = csc_array(
-        (
-            (counts * table.gpus[members])[present].astype(np.float64),
-            (pool_row, np.repeat(np.arange(count), present.sum(axis=1))),
-        ),
-        shape=(used.size, count + deployments),
-    )
+    entry = table.pool[members][present]
+    take = (counts * table.gpus[members])[present].astype(np.float64)
+    column = np.repeat(np.arange(count), present.sum(axis=1))
+    memory = np.where(present, counts * table.memory[members], 0)
+    if memory.any():
+        counted = memory > 0
+        entry = np.concatenate((entry, table.pools + table.pool[members][counted]))
+        take = np.concatenate((take, memory[counted].astype(np.float64)))
+        column = np.concatenate((column, np.nonzero(counted)[0]))
+    used, entry_row = np.unique(entry, return_inverse=True)
+    capacity_rows = csc_array((take, (entry_row, column)), shape=(used.size, count + deployments))
     choice = np.searchsorted(owners, columns.owner[chosen])
     choice_rows = csc_array(
         (

@@ -28,15 +28,20 @@ _RELATIVE_TOLERANCE = 1e-9
 def best_assignment(
     demand: Demand, free: IntArray, tolls: FloatArray | None = None
 ) -> Assignment | None:
-    """The best placement the local search finds on ``free`` GPUs per pool, if any is feasible.
+    """The best placement the local search finds on ``free`` capacity (units, then memory, by
+    pool), if any is feasible.
 
-    ``tolls`` (objective per GPU, by pool) are charged on top of the objective while searching.
+    ``tolls`` (objective per unit of each entry of ``free``) are charged on top of the objective
+    while searching.
     """
-    room = np.minimum(free[demand.pool] // demand.gpus, demand.replicas)
+    room = demand.room(free)
     room[demand.keep_only] = 0
     price = demand.price
     if tolls is not None:
-        price = price + tolls[demand.pool] * demand.gpus / demand.cost_weight
+        charge = tolls[demand.pool] * demand.gpus
+        if demand.memory:
+            charge = charge + tolls[demand.memory_row] * demand.memory
+        price = price + charge / demand.cost_weight
     chosen = _search(demand, room, price)
     if not chosen:
         return None
