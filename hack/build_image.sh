@@ -137,7 +137,7 @@ if ! podman image exists "$IMAGE" 2>/dev/null; then
         --build-arg "BASE=$BASE" "${SECRET[@]}" -f Containerfile -t "$IMAGE" .
     # older builds of this checkout are no longer needed (their layers stay cached)
     for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/soberana); do
-        [[ $old == "$IMAGE" ]] || run podman untag "$old"
+        [[ $old == "$IMAGE" ]] || run podman untag "$old" "$old"  # that name only
     done
 fi
 
