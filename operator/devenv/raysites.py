@@ -168,8 +168,10 @@ def start_ray_site(
         "--object-store-memory=200000000",
     ]
     with site.log.open("ab") as out:
+        # run from ``root``: Ray's workers put their working directory on sys.path, and this
+        # repository's ``operator/`` would shadow the standard library's ``operator``
         site.process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=root
         )
 
     def dashboard_up() -> bool:
