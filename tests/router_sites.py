@@ -43,6 +43,7 @@ class FakeSite:
     gate: asyncio.Queue[bool] | None = None
     hold: asyncio.Event | None = None  # when set, answers wait until it is set
     failing_paths: dict[str, int] = field(default_factory=dict)  # path after the model: status
+    silent_paths: set[str] = field(default_factory=set)  # paths never answered
     headers: dict[str, str] = field(default_factory=dict)  # added to every answer
     received: list[Received] = field(default_factory=list)
 
@@ -69,6 +70,8 @@ class FakeSite:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
+        if request.match_info["path"] in self.silent_paths:
+            await asyncio.Event().wait()
         status = self.failing_paths.get(request.match_info["path"], self.failing_status)
         if status is not None:
             return web.json_response({"error": {"message": "failing"}}, status=status)

@@ -318,6 +318,7 @@ class _ClientConnection(asyncio.Protocol):
             self._drain.set_exception(ConnectionResetError("the client closed its connection"))
         if self._answering is not None and not self._answering.done():
             self._answering.cancel()  # the client left: so does the work done for it
+        self._answering = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -362,6 +363,8 @@ class _ClientConnection(asyncio.Protocol):
         if method in _NOT_TAKEN:
             raise _RefusedError(405, f"{method.decode()} is not served here")
         version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):  # such as a request line without one (HTTP/0.9)
+            raise _RefusedError(400, f"HTTP/{version} requests are not served here")
         if version == "1.1" and "host" not in self._lookup:
             raise _RefusedError(400, "an HTTP/1.1 request needs a Host header")
         request = Request(
