@@ -77,6 +77,57 @@ def _region(value: str | None) -> str | None:
     help="Seconds a site may stay silent (before its headers or between chunks).",
 )
 @click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0.01),
+    default=ForwardSettings.request_timeout_s,
+    show_default=True,
+    help="Seconds a request may take until a site's response begins, every attempt included "
+    "(then 504).",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.01),
+    default=RouterSettings.header_timeout_s,
+    show_default=True,
+    help="Seconds a client has to send a request's head (then 408).",
+)
+@click.option(
+    "--keepalive-timeout",
+    type=click.FloatRange(min=0.01),
+    default=RouterSettings.keepalive_s,
+    show_default=True,
+    help="Seconds an idle client connection is kept open.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=RouterSettings.max_connections,
+    show_default=True,
+    help="Client connections held at once; more are answered 503 and closed.",
+)
+@click.option(
+    "--max-openai-body-bytes",
+    type=click.IntRange(0),
+    default=RouterSettings.max_openai_body_bytes,
+    show_default=True,
+    help="Largest body of a chat or text completion request (then 413).",
+)
+@click.option(
+    "--max-model-api-body-bytes",
+    type=click.IntRange(0),
+    default=RouterSettings.max_model_api_body_bytes,
+    show_default=True,
+    help="Largest body of a request to a model's other APIs, /models/... (then 413).",
+)
+@click.option(
+    "--max-response-header-bytes",
+    type=click.IntRange(256),
+    default=ForwardSettings.max_response_header_line_bytes,
+    show_default=True,
+    help="Longest status or header line a site may send; with at most "
+    f"{ForwardSettings.max_response_headers} header lines, this bounds a site's response head.",
+)
+@click.option(
     "--failure-threshold",
     type=click.IntRange(1),
     default=RouterSettings.failure_threshold,
@@ -144,6 +195,13 @@ def router(
     max_attempts: int,
     connect_timeout: float,
     response_timeout: float,
+    request_timeout: float,
+    header_timeout: float,
+    keepalive_timeout: float,
+    max_connections: int,
+    max_openai_body_bytes: int,
+    max_model_api_body_bytes: int,
+    max_response_header_bytes: int,
     failure_threshold: int,
     open_for: float,
     otlp_endpoint: str | None,
@@ -165,12 +223,19 @@ def router(
         max_attempts=max_attempts,
         connect_timeout_s=connect_timeout,
         response_timeout_s=response_timeout,
+        request_timeout_s=request_timeout,
+        max_response_header_line_bytes=max_response_header_bytes,
     )
     settings = RouterSettings(
         region=region,
         forward=forward,
         failure_threshold=failure_threshold,
         open_for_s=open_for,
+        header_timeout_s=header_timeout,
+        keepalive_s=keepalive_timeout,
+        max_connections=max_connections,
+        max_openai_body_bytes=max_openai_body_bytes,
+        max_model_api_body_bytes=max_model_api_body_bytes,
     )
     run(
         ServerOptions(

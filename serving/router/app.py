@@ -110,7 +110,7 @@ class RouterSettings:
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     failure_threshold: int = 3  # consecutive failures that open a site's breaker
     open_for_s: float = 1.0  # how long a breaker stays open before its first probe
-    max_body_bytes: int = 32 * 1024 * 1024  # a request to a model's other APIs (/models/...)
+    max_model_api_body_bytes: int = 32 * 1024 * 1024  # to a model's other APIs (/models/...)
     max_openai_body_bytes: int = 16 * 1024 * 1024  # a chat or text completion request
     max_connections: int = 2048  # client connections; more are answered 503 and closed
     header_timeout_s: float = 10.0  # to receive a request's head
@@ -252,7 +252,7 @@ class _Endpoints:
         if model is None:
             return _SMALL_BODY_BYTES
         refused = self._check_head(request, model, path[len(_MODEL_API) + len(model) :])
-        return refused or settings.max_body_bytes
+        return refused or settings.max_model_api_body_bytes
 
     def _check_head(
         self, request: Request, model_key: str | None, rest: str | None

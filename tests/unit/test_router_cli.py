@@ -21,3 +21,10 @@ def test_a_region_must_be_a_region_id() -> None:
     result = CliRunner().invoke(router, ["--region", "Sao Paulo"])
     assert result.exit_code == 2
     assert "'Sao Paulo' is not a region id such as br-southeast" in result.output
+
+
+def test_limits_and_timeouts_are_checked() -> None:
+    for option, value in (("--max-connections", "0"), ("--header-timeout", "0")):
+        result = CliRunner().invoke(router, [option, value])
+        assert result.exit_code == 2, result.output
+        assert option in result.output
