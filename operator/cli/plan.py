@@ -12,6 +12,7 @@ from soberana.operator.cli import options
 from soberana.operator.core.placement import (
     Change,
     Plan,
+    SiteUsage,
     World,
     current_allocations,
     place,
@@ -73,7 +74,8 @@ def render_table(result: Plan, world: World) -> str:
 
 
 def _deployments(result: Plan) -> str:
-    rows = [["DEPLOYMENT", "PLACED", "COST/H", "SITE", "REPLICAS", "GPU", "REGIONS"]]
+    # POOL: the GPU model the replicas use, or cpu for CPU-only replicas
+    rows = [["DEPLOYMENT", "PLACED", "COST/H", "SITE", "REPLICAS", "POOL", "REGIONS"]]
     for key, deployment in result.deployments.items():
         if not deployment.placed:
             rows.append([key, "no", "-", deployment.reason or ""])
@@ -117,10 +119,22 @@ def _rejections(result: Plan) -> str:
 
 def _sites(result: Plan, world: World) -> str:
     specs = {site.name: site for site in world.sites}
-    rows = [["SITE", "TIER", "REGION", "JURISDICTION", "GPUS", "USED", "COST/H", "DEPLOYMENTS"]]
+    rows = [
+        [
+            "SITE",
+            "TIER",
+            "REGION",
+            "JURISDICTION",
+            "GPUS",
+            "CPUS",
+            "MEMORY",
+            "USED",
+            "COST/H",
+            "DEPLOYMENTS",
+        ]
+    ]
     for name, usage in result.sites.items():
         site = specs[name]
-        used = usage.gpus_allocated / usage.gpus_total if usage.gpus_total else 0.0
         state = " (cordoned)" if site.spec.cordoned else "" if site.healthy else " (unhealthy)"
         rows.append(
             [
@@ -128,8 +142,12 @@ def _sites(result: Plan, world: World) -> str:
                 site.spec.tier.value,
                 site.spec.region,
                 site.spec.jurisdiction,
-                f"{usage.gpus_allocated}/{usage.gpus_total}",
-                f"{used:.0%}",
+                f"{usage.gpus_allocated}/{usage.gpus_total}" if usage.gpus_total else "-",
+                f"{usage.cpus_allocated}/{usage.cpus_total}" if usage.cpus_total else "-",
+                f"{usage.memory_gib_allocated:g}/{usage.memory_gib_total:g} GiB"
+                if usage.cpus_total
+                else "-",
+                f"{_used(usage):.0%}",
                 f"{usage.hourly_cost:.2f}",
                 str(usage.deployments),
             ]
@@ -137,6 +155,20 @@ def _sites(result: Plan, world: World) -> str:
     lines = _align(rows)
     lines[0] = [click.style(cell, bold=True) for cell in lines[0]]
     return _joined(lines)
+
+
+def _used(usage: SiteUsage) -> float:
+    """The share of the site's busiest resource in use: GPUs, cores or CPU pool memory."""
+    shares = [
+        allocated / total
+        for allocated, total in (
+            (usage.gpus_allocated, usage.gpus_total),
+            (usage.cpus_allocated, usage.cpus_total),
+            (usage.memory_gib_allocated, usage.memory_gib_total),
+        )
+        if total
+    ]
+    return max(shares, default=0.0)
 
 
 def _summary(result: Plan) -> str:

@@ -86,7 +86,14 @@ def test_kubectl_get_soberana_lists_both_kinds_with_their_status(
     cluster.apply(site_object(site))
     try:
         cluster.apply(deployment_object(deployment), namespace=namespace)
-        usage = SiteUsage(gpus_allocated=3, gpus_total=8, hourly_cost=2.4, deployments=1)
+        usage = SiteUsage(
+            gpus_allocated=3,
+            gpus_total=8,
+            hourly_cost=2.4,
+            deployments=1,
+            cpus_allocated=4,
+            cpus_total=16,
+        )
         check = SiteCheck(reachable=True, message="Ray 2.40.0", healthy=True)
         patch_status(
             cluster,
@@ -108,11 +115,13 @@ def test_kubectl_get_soberana_lists_both_kinds_with_their_status(
         output = cluster.kubectl("get", "soberana", f"--namespace={namespace}").stdout
         rows = {row["NAME"]: row for row in table(output)}
         site_row = rows[f"inferencesite.soberana.io/{site}"]
-        assert {key: site_row[key] for key in ("TIER", "REGION", "JURISDICTION", "GPUS")} == {
+        columns = ("TIER", "REGION", "JURISDICTION", "GPUS", "CPUS")
+        assert {key: site_row[key] for key in columns} == {
             "TIER": "onprem",
             "REGION": "cl-central",
             "JURISDICTION": "CL",
             "GPUS": "3/8",
+            "CPUS": "4/16",
         }
         assert (site_row["HOURLY-COST"], site_row["READY"]) == ("2.4", "True")
         deployment_row = rows[f"modeldeployment.soberana.io/{deployment}"]

@@ -31,12 +31,51 @@ def test_json_places_every_example() -> None:
     result = CliRunner().invoke(main, ["plan", "-f", EXAMPLES, "-o", "json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
-    assert len(plan["deployments"]) == 6
+    assert len(plan["deployments"]) == 7
     assert all(entry["placed"] for entry in plan["deployments"].values())
     assert plan["deployments"]["gov/citizen-assistant"]["placements"] == [
-        {"site": "lima-edge", "replicas": 2, "hourlyCost": 0.7, "regions": ["pe-central"]}
+        {
+            "site": "lima-edge",
+            "pool": "T4",
+            "replicas": 2,
+            "hourlyCost": 0.7,
+            "regions": ["pe-central"],
+        }
     ]
-    assert plan["sites"]["lima-edge"] == {"gpusAllocated": 2, "gpusTotal": 2}
+    assert plan["sites"]["lima-edge"] == {
+        "gpusAllocated": 2,
+        "gpusTotal": 2,
+        "cpusAllocated": 0,
+        "cpusTotal": 0,
+        "memoryGiBAllocated": 0,
+        "memoryGiBTotal": 0,
+    }
+
+
+def test_the_gguf_model_runs_on_the_cpu_only_edge_box() -> None:
+    result = CliRunner().invoke(main, ["plan", "-f", EXAMPLES, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["deployments"]["gov/tramites-chat"]["placements"] == [
+        {
+            "site": "arequipa-edge",
+            "pool": "cpu",
+            "replicas": 2,
+            "hourlyCost": 0.16,
+            "regions": ["pe-south", "pe-central"],
+        }
+    ]
+    assert plan["deployments"]["gov/tramites-chat"]["rejected"]["lima-edge"] == (
+        "CPU pool: the site has no spec.cpus; a CPU-only replica needs one"
+    )
+    assert plan["sites"]["arequipa-edge"] == {
+        "gpusAllocated": 0,
+        "gpusTotal": 0,
+        "cpusAllocated": 4,
+        "cpusTotal": 16,
+        "memoryGiBAllocated": 2,
+        "memoryGiBTotal": 32,
+    }
 
 
 def test_optimal_solver_places_every_example_too() -> None:
@@ -55,7 +94,7 @@ def test_table_shows_placements_reasons_and_sites() -> None:
         "COST/H",
         "SITE",
         "REPLICAS",
-        "GPU",
+        "POOL",
         "REGIONS",
     ]
     assert "WHY NOT OTHER SITES" in lines
@@ -64,7 +103,11 @@ def test_table_shows_placements_reasons_and_sites() -> None:
         for line in lines
     )
     assert any(line.startswith("SITE ") for line in lines)
-    assert lines[-1] == "6 of 6 deployments placed, 23.70/h in total (solver: fast)"
+    assert any(
+        line.split()[:7] == ["arequipa-edge", "edge", "pe-south", "PE", "-", "4/16", "2/32"]
+        for line in lines
+    )
+    assert lines[-1] == "7 of 7 deployments placed, 23.86/h in total (solver: fast)"
 
 
 def test_invalid_input_is_a_clear_error(tmp_path: Path) -> None:
