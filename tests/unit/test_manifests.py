@@ -40,7 +40,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_the_examples_load() -> None:
     latam = load_manifests([ROOT / "examples" / "latam"])
-    assert (len(latam.sites), len(latam.deployments)) == (7, 6)
+    assert (len(latam.sites), len(latam.deployments)) == (8, 7)
     demo = load_manifests([ROOT / "examples" / "demo"])
     assert (len(demo.sites), len(demo.deployments)) == (3, 3)
 
