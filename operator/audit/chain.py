@@ -23,6 +23,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +41,12 @@ CHAIN_FIELDS = frozenset({"seq", "prev", "kind"})
 KINDS = frozenset({"segment", "request", "placement", "gap", "recovered", "checkpoint"})
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
     """A record's one canonical form: the bytes of its line, without the newline."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _ENCODER.encode(record).encode()
 
 
 def digest(line: bytes) -> str:
@@ -50,10 +54,18 @@ def digest(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, as most records share it
+
+
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with milliseconds, such as ``2026-12-05T19:20:01.123Z``."""
-    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _second  # noqa: PLW0603  (a one-entry cache)
+    second = int(epoch // 1)
+    cached, prefix = _second
+    if second != cached:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, prefix)
+    return f"{prefix}.{min(999, int((epoch - second) * 1000)):03d}Z"
 
 
 def parse_time(text: str) -> dt.datetime:

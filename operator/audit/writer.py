@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 LOG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SEGMENT_FILE = re.compile(r"^(?P<log>.+)-(?P<segment>\d{8})\.jsonl$")
-_BATCH = 4096
+_BATCH = 256  # records chained between writes: each write lets the request threads run
 
 Builder = Callable[[Any], Mapping[str, Any]]
 """Turns a submitted item into a record's fields (``kind`` included; ``time`` is added)."""
