@@ -171,7 +171,7 @@ def operator(
     quiet: bool,
 ) -> None:
     """Place ModelDeployments on InferenceSites and keep their status true."""
-    import concurrent.futures
+    import asyncio
 
     import kopf
 
@@ -205,21 +205,33 @@ def operator(
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
     # the API client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
-    # losing the Lease stops Kopf (its cleanup runs) and then the process, with an error, as
-    # controller-runtime's manager does: the pod's restart makes it a candidate again
-    lost: concurrent.futures.Future[bool] = concurrent.futures.Future()
-    kopf.run(
-        registry=build_registry(
-            config, str(kubeconfig) if kubeconfig else None, on_lost=lambda: lost.set_result(True)
-        ),
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        liveness_endpoint=liveness_endpoint,
-        standalone=True,
-        stop_flag=lost,
-    )
+    registry_kubeconfig = str(kubeconfig) if kubeconfig else None
+    lost = False
+
+    async def run() -> None:
+        # losing the Lease stops Kopf (its cleanup runs), then the process with an error, as
+        # controller-runtime's manager does: the pod's restart makes it a candidate again (an
+        # asyncio.Event: a thread-side flag would keep a thread waiting on it after Kopf stops)
+        stop = asyncio.Event()
+
+        def on_lost() -> None:
+            nonlocal lost
+            lost = True
+            stop.set()
+
+        await kopf.operator(
+            registry=build_registry(config, registry_kubeconfig, on_lost=on_lost),
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness_endpoint,
+            standalone=True,
+            stop_flag=stop,
+        )
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(run())
     audit.close()
-    if lost.done():
+    if lost:
         raise click.ClickException("leader election lost: stopped writing and exiting")
 
 
