@@ -101,6 +101,8 @@ def test_each_placement_becomes_an_application_with_its_replicas(
             accelerator = ray_accelerator_type(placement.gpu_model)
             if spec.spec.resources.gpus and accelerator is not None:
                 actor["accelerator_type"] = accelerator
+            if spec.spec.resources.memory_gib is not None:
+                actor["memory"] = int(spec.spec.resources.memory_gib * 2**30)
             assert options["ray_actor_options"] == actor
             assert options["max_ongoing_requests"] == spec.spec.serving.max_ongoing_requests
             if spec.spec.autoscaling is None:
