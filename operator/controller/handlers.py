@@ -146,7 +146,7 @@ def gated_backends(
 
 
 class _MeteredReconciler(Reconciler):
-    """Times every pass and counts its result."""
+    """Times every pass and its placement solve, and counts its result."""
 
     def __init__(self, metrics: OperatorMetrics, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,6 +162,8 @@ class _MeteredReconciler(Reconciler):
         finally:
             self._metrics.reconcile_duration.observe(time.monotonic() - started)
         self._metrics.reconciles.labels("success").inc()
+        if result.solve_s is not None:
+            self._metrics.solve_duration.labels(self.config.solver).observe(result.solve_s)
         return result
 
 

@@ -91,6 +91,7 @@ class ReconcileResult:
     status_writes: int = 0
     finalizer_writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)  # (object key, reason)
+    solve_s: float | None = None  # time placement took; None when the last plan still held
     invalid: list[str] = field(default_factory=list)
 
 
@@ -224,13 +225,15 @@ class Reconciler:
             deployments=world.deployments,
         )
         current = current_allocations(deployments)
+        solving = time.monotonic()
         plan = await asyncio.to_thread(
             place, world, current, solver=self.config.solver, options=self.config.placement
         )
+        solve_s = time.monotonic() - solving
         self._deploy(plan, world, agents)
         observed = _observations(plan, agents, name_conflicts(world.deployments))
         result = ReconcileResult(
-            plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]]
+            plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]], solve_s=solve_s
         )
         now = self._clock()
         alive = {_key(raw) for raw in raw_deployments} - deleting
