@@ -1,4 +1,4 @@
-"""The HTTP surface both runtimes share: JSON errors for clients' mistakes, and ``/healthz``.
+"""The HTTP surface the runtimes share: JSON errors for clients' mistakes, and ``/healthz``.
 
 Every error is a JSON body in the OpenAI shape, ``{"error": {"message", "type", "param",
 "code"}}``. A request that does not match its schema (malformed JSON, a missing or unknown field,
@@ -45,15 +45,19 @@ class HealthResponse(BaseModel):
 
     status: Literal["ok", "unhealthy"]
     model: str
-    format: Literal["torchscript", "transformers"]
+    format: Literal["torchscript", "transformers", "gguf"]
     device: str
     site: str | None
     message: str | None = None
 
 
-def health_response(device: torch.device, args: RuntimeArgs) -> JSONResponse:
-    """200 with a :class:`HealthResponse` while ``device`` works, 503 with one saying why not."""
-    fault = device_fault(device)
+def health_response(
+    device: torch.device | str, args: RuntimeArgs, fault: str | None = None
+) -> JSONResponse:
+    """200 with a :class:`HealthResponse` while ``device`` works, 503 with one saying why not
+    (``fault``, or for a torch device what :func:`device_fault` finds)."""
+    if isinstance(device, torch.device):
+        fault = device_fault(device)
     health = HealthResponse(
         status="ok" if fault is None else "unhealthy",
         model=args.served_model_name,
@@ -63,6 +67,18 @@ def health_response(device: torch.device, args: RuntimeArgs) -> JSONResponse:
         message=fault,
     )
     return JSONResponse(status_code=200 if fault is None else 503, content=health.model_dump())
+
+
+def check_model_name(requested: str | None, served: str) -> None:
+    """Refuse (404, ``model_not_found``) a request naming a model this application does not
+    serve."""
+    if requested is not None and requested != served:
+        raise ClientError(
+            404,
+            f"model {requested!r} is not served here; this application serves {served!r}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 def error_response(

@@ -7,7 +7,9 @@ rendered with the tokenizer's chat template, both with ``max_tokens``, ``tempera
 model's context is a 400 with code ``context_length_exceeded``.
 
 Generation steps run on worker threads, so the replica keeps answering health checks and
-accepting requests while a model computes.
+accepting requests while a model computes. It generates one sequence at a time: it is the
+fallback for models that llama.cpp (:mod:`~.llamacpp_model`, GGUF files, concurrent requests
+batched) and vLLM cannot load.
 """
 
 # Ray Serve's ingress wrapper sees the module's names as they are when the class is defined: so no
@@ -28,6 +30,7 @@ from ray import serve
 from soberana.serving.runtime.api import (
     ClientError,
     HealthResponse,
+    check_model_name,
     health_response,
     install_error_handlers,
 )
@@ -193,14 +196,7 @@ class LanguageModel:
         max_tokens: int,
     ) -> _Generation:
         """Check the request against the model; refuse it with a :class:`ClientError`."""
-        if request.model is not None and request.model != self._args.served_model_name:
-            raise ClientError(
-                404,
-                f"model {request.model!r} is not served here; this application serves "
-                f"{self._args.served_model_name!r}",
-                param="model",
-                code="model_not_found",
-            )
+        check_model_name(request.model, self._args.served_model_name)
         context = self._generator.context_length
         if len(prompt) + max_tokens > context:
             raise ClientError(
