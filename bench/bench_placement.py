@@ -10,7 +10,13 @@ against every site), the solver itself, and the plan with its explanations; and 
 tracemalloc sees during one ``fast`` place() (numpy's arrays included). Asserts nothing
 (these are measurements, not tests).
 
+``--world mixed`` turns a third of the sites into CPU-only edge boxes (a CPU pool of cores and
+memory, priced per core-hour) and about a fifth of the deployments into CPU-only ones (``gpus:
+0``, cores and memory per replica), each kind of capacity scaled to the same utilisation. The GPU
+world is drawn exactly as before; the mixed one changes it with a random generator of its own.
+
     python bench/bench_placement.py                       # the full comparison
+    python bench/bench_placement.py --world mixed         # with CPU-only sites and deployments
     python bench/bench_placement.py --deployments 200 --sites 40 --time-limit 60
 """
 
@@ -46,10 +52,16 @@ COUNTRIES = [
 ]
 # model: (memory GiB, typical price per GPU-hour)
 GPUS = {"T4": (16, 0.35), "L4": (24, 0.8), "A100": (80, 3.0), "H100": (80, 4.5)}
+CORE_PRICE = 0.03  # typical price per core-hour of an edge box
+CPU_SHARE = 0.2  # of the deployments, CPU-only in the mixed world
 
 
-def synthetic_world(deployments: int, sites: int, utilisation: float, seed: int) -> World:
-    """A reproducible world whose GPU demand is ``utilisation`` of its capacity."""
+def synthetic_world(
+    deployments: int, sites: int, utilisation: float, seed: int, *, mixed: bool = False
+) -> World:
+    """A reproducible world whose demand is ``utilisation`` of its capacity; ``mixed``: a third
+    of the sites CPU-only edge boxes and some deployments CPU-only (GPUs and cores each at
+    ``utilisation``)."""
     rng = random.Random(seed)
     regions = {
         f"{code.lower()}-{side}": (code, market, rng.uniform(0, 100), rng.uniform(0, 100))
@@ -57,13 +69,44 @@ def synthetic_world(deployments: int, sites: int, utilisation: float, seed: int)
         for side in ("a", "b")
     }
     demand = [_deployment(rng, index, regions) for index in range(deployments)]
-    gpus_needed = sum(d.spec.reserved_replicas * d.spec.resources.gpus for d in demand)
     layouts = [_site_layout(rng, index, regions) for index in range(sites)]
+    if mixed:
+        edge = random.Random(f"mixed-{seed}")
+        demand = [_cpu_only(edge, d) if edge.random() < CPU_SHARE else d for d in demand]
+        for layout in layouts[2::3]:
+            layout.pools = []
+            layout.cores = edge.randint(16, 64)
+            layout.memory_per_core = edge.choice([2.0, 3.0, 4.0])
+            layout.core_price = round(CORE_PRICE * edge.uniform(0.7, 1.4), 3)
+    gpus_needed = sum(d.spec.reserved_replicas * d.spec.resources.gpus for d in demand)
     raw_capacity = sum(count for layout in layouts for _, count, _ in layout.pools)
     scale = gpus_needed / utilisation / raw_capacity
+    cores_needed = sum(
+        d.spec.reserved_replicas * d.spec.resources.cpus
+        for d in demand
+        if not d.spec.resources.gpus
+    )
+    raw_cores = sum(layout.cores for layout in layouts)
+    core_scale = cores_needed / utilisation / raw_cores if raw_cores else 0.0
     return World(
-        sites=tuple(layout.build(scale) for layout in layouts),
+        sites=tuple(layout.build(scale, core_scale) for layout in layouts),
         deployments=tuple(demand),
+    )
+
+
+def _cpu_only(rng: random.Random, deployment: Deployment) -> Deployment:
+    """``deployment`` with CPU-only replicas: a few cores and some memory each, its budget (if
+    any) at core prices."""
+    spec = deployment.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    cpus = rng.choice([1, 2, 2, 4, 8])
+    spec["resources"] = {"gpus": 0, "cpus": cpus, "memoryGiB": cpus * rng.choice([0.5, 1, 2, 3])}
+    if "budget" in spec:
+        peak = deployment.spec.reserved_replicas * cpus * CORE_PRICE
+        spec["budget"] = {"maxHourlyCost": round(peak * rng.uniform(1.0, 6.0), 3)}
+    return Deployment(
+        namespace=deployment.namespace,
+        name=deployment.name,
+        spec=ModelDeploymentSpec.model_validate(spec),
     )
 
 
@@ -75,26 +118,35 @@ class _SiteLayout:
     pools: list[tuple[str, int, float]]  # model, relative count, price
     latency: dict[str, int]
     provider: str
+    cores: int = 0  # relative cores of a CPU-only edge box (mixed world)
+    memory_per_core: float = 0.0
+    core_price: float = 0.0
 
-    def build(self, scale: float) -> Site:
-        spec = InferenceSiteSpec.model_validate(
-            {
-                "tier": "cloud",
-                "region": self.region,
-                "jurisdiction": self.jurisdiction,
-                "gpus": [
-                    {
-                        "model": model,
-                        "count": max(1, round(count * scale)),
-                        "memoryGiB": GPUS[model][0],
-                        "hourlyCost": price,
-                    }
-                    for model, count, price in self.pools
-                ],
-                "latencyMs": self.latency,
-                "backend": {"ray": {"dashboardURL": "http://h:8265", "serveURL": "http://h:8000"}},
+    def build(self, scale: float, core_scale: float = 0.0) -> Site:
+        body: dict[str, Any] = {
+            "tier": "cloud" if self.pools else "edge",
+            "region": self.region,
+            "jurisdiction": self.jurisdiction,
+            "gpus": [
+                {
+                    "model": model,
+                    "count": max(1, round(count * scale)),
+                    "memoryGiB": GPUS[model][0],
+                    "hourlyCost": price,
+                }
+                for model, count, price in self.pools
+            ],
+            "latencyMs": self.latency,
+            "backend": {"ray": {"dashboardURL": "http://h:8265", "serveURL": "http://h:8000"}},
+        }
+        if self.cores:
+            cores = max(8, round(self.cores * core_scale))
+            body["cpus"] = {
+                "count": cores,
+                "memoryGiB": cores * self.memory_per_core,
+                "hourlyCost": self.core_price,
             }
-        )
+        spec = InferenceSiteSpec.model_validate(body)
         return Site(name=self.name, spec=spec, labels={"provider": self.provider})
 
 
@@ -236,10 +288,18 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=600.0, help="MILP limit, seconds")
     parser.add_argument("--repeat", type=int, default=3, help="fast runs; the median is shown")
     parser.add_argument("--skip-optimal", action="store_true")
+    parser.add_argument(
+        "--world",
+        choices=["gpu", "mixed"],
+        default="gpu",
+        help="mixed: a third of the sites CPU-only edge boxes, some deployments CPU-only",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
-    world = synthetic_world(args.deployments, args.sites, args.utilisation, args.seed)
+    world = synthetic_world(
+        args.deployments, args.sites, args.utilisation, args.seed, mixed=args.world == "mixed"
+    )
     capacity = sum(site.spec.gpus_total for site in world.sites)
     demand = sum(d.spec.reserved_replicas * d.spec.resources.gpus for d in world.deployments)
     print(
@@ -251,6 +311,15 @@ def main() -> None:
         f"{demand} GPUs wanted of {capacity} ({demand / capacity:.0%}), "
         f"built in {time.perf_counter() - started:.1f}s"
     )
+    cpu_only = [d for d in world.deployments if not d.spec.resources.gpus]
+    if cpu_only:
+        cores = sum(site.spec.cpus_total for site in world.sites)
+        wanted = sum(d.spec.reserved_replicas * d.spec.resources.cpus for d in cpu_only)
+        edge = sum(not site.spec.gpus for site in world.sites)
+        print(
+            f"mixed: {edge} CPU-only sites, {len(cpu_only)} CPU-only deployments, "
+            f"{wanted:.0f} cores wanted of {cores} ({wanted / cores:.0%})"
+        )
     options = PlacementOptions(time_limit_s=args.time_limit)
     repeats = [_timed(world, "fast", options) for _ in range(args.repeat)]
     fast = sorted(repeats, key=lambda run: run.seconds)[len(repeats) // 2]
@@ -266,6 +335,10 @@ def main() -> None:
         "deployments placed": [str(len(run.placed)) for run in runs.values()],
         "GPUs allocated": [
             str(sum(usage.gpus_allocated for usage in run.plan.sites.values()))
+            for run in runs.values()
+        ],
+        "cores allocated": [
+            str(sum(usage.cpus_allocated for usage in run.plan.sites.values()))
             for run in runs.values()
         ],
         "hourly cost": [
