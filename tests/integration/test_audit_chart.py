@@ -19,7 +19,7 @@ def test_auditing_is_off_by_default(cluster: Cluster) -> None:
 
 
 def test_auditing_mounts_the_key_and_a_volume_kept_after_uninstall(cluster: Cluster) -> None:
-    manifests = render(cluster, *ON, "--set=router.audit.failure=open")
+    manifests = render(cluster, *ON, "--set=router.audit.failure=open", namespace="default")
     claim = find(manifests, "PersistentVolumeClaim", "-router-audit")
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
