@@ -103,7 +103,7 @@ class GatedWriter:
         self._metrics.events.labels("Warning" if warning else "Normal", reason).inc()
 
 
-class _GatedBackend:
+class GatedBackend:
     """A site's backend whose applies wait for the leader gate and are counted per site."""
 
     def __init__(
@@ -138,7 +138,7 @@ def gated_backends(
         identity, make = backend_for(site, secrets)
 
         async def make_gated() -> SiteBackend:
-            return _GatedBackend(site.metadata.name, await make(), allowed, metrics)
+            return GatedBackend(site.metadata.name, await make(), allowed, metrics)
 
         return identity, make_gated
 

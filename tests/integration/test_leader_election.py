@@ -154,6 +154,18 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
     wait_for(lambda: placed(cluster, namespace, "before"), timeout=60, what="'before' Placed")
     wait_for(standby.serving_metrics, timeout=30, what="the standby's metrics")
 
+    # after a pass, the leader's /metrics has soberana_ families with values
+    seen = leader.metrics()
+    assert seen["soberana_reconcile_duration_seconds_count", ()] >= 1
+    assert seen["soberana_reconcile_total", (("result", "success"),)] >= 1
+    assert seen["soberana_placement_solve_duration_seconds_count", (("solver", "fast"),)] >= 1
+    assert seen["soberana_events_total", (("reason", "Placed"), ("type", "Normal"))] == 1
+    assert seen["soberana_finalizer_writes_total", ()] >= 1
+    assert seen["soberana_deployments", (("condition", "Placed"), ("status", "True"))] == 1
+    # --placement-only looks at no site: each is Reachable Unknown
+    site_labels = (("condition", "Reachable"), ("site", f"{namespace}-br"), ("status", "Unknown"))
+    assert seen["soberana_site_condition", site_labels] == 1
+
     # the standby waits, alive, and has written nothing
     assert standby.process.process is not None and standby.process.process.poll() is None
     assert leader.leader_status() == 1 and standby.leader_status() == 0
