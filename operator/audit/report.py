@@ -52,9 +52,14 @@ def outside(record: Mapping[str, Any]) -> list[str]:
 @dataclass
 class _Placement:
     before: list[dict[str, Any]] = field(default_factory=list)  # in force when the window opened
-    before_time: str | None = None
+    before_at: dt.datetime | None = None  # the last change before the window
+    first_old: list[dict[str, Any]] = field(default_factory=list)  # what the first change replaced
+    first_at: dt.datetime | None = None  # the first change in the window
     during: list[dict[str, Any]] = field(default_factory=list)  # sites named by changes in it
     changes: int = 0
+
+    def sites(self) -> list[dict[str, Any]]:
+        return [*(self.before if self.before_at is not None else self.first_old), *self.during]
 
 
 @dataclass
@@ -108,14 +113,15 @@ class Report:
     def _placement(self, record: Mapping[str, Any], moment: dt.datetime) -> None:
         deployment = str(record.get("deployment"))
         entry = self._placements.setdefault(deployment, _Placement())
+        # by time, not by order read: several operator replicas each keep a log
         if self.until is not None and moment >= self.until:
             return
         if self.since is not None and moment < self.since:
-            entry.before = list(record.get("new") or [])
-            entry.before_time = str(record["time"])
+            if entry.before_at is None or moment >= entry.before_at:
+                entry.before, entry.before_at = list(record.get("new") or []), moment
             return
-        if not entry.changes and entry.before_time is None:
-            entry.before = list(record.get("old") or [])  # what it replaced ran until now
+        if entry.first_at is None or moment < entry.first_at:
+            entry.first_old, entry.first_at = list(record.get("old") or []), moment
         entry.changes += 1
         entry.during.extend(record.get("new") or [])
 
@@ -123,8 +129,7 @@ class Report:
         placements = []
         for deployment, entry in sorted(self._placements.items()):
             sites = {
-                (str(share.get("site")), str(share.get("jurisdiction")))
-                for share in [*entry.before, *entry.during]
+                (str(share.get("site")), str(share.get("jurisdiction"))) for share in entry.sites()
             }
             if not sites and not entry.changes:
                 continue

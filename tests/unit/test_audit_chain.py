@@ -250,7 +250,8 @@ def test_outside_restrictions_looks_at_every_site_that_processed_it() -> None:
     assert outside(unknown)
 
 
-def test_placements_answer_where_a_model_could_have_run_in_a_window() -> None:
+@pytest.mark.parametrize("order", ["as written", "reversed"])  # several operator logs
+def test_placements_answer_where_a_model_could_have_run_in_a_window(order: str) -> None:
     report = Report(since=_t("2026-12-02"), until=_t("2026-12-04"))
 
     def placed(day: str, old: list[str], new: list[str]) -> dict[str, object]:
@@ -263,12 +264,13 @@ def test_placements_answer_where_a_model_could_have_run_in_a_window() -> None:
             "new": [{"site": s, "jurisdiction": where[s], "replicas": 1} for s in new],
         }
 
-    for record in [
+    records = [
         placed("01", [], ["us1"]),  # before the window: replaced by the next
-        placed("01", ["us1"], ["br1"]),  # in force when the window opens
+        {**placed("01", ["us1"], ["br1"]), "time": "2026-12-01T00:00:01.000Z"},  # in force
         placed("03", ["br1"], ["scl1"]),
         placed("05", ["scl1"], ["mx1"]),  # after it
-    ]:
+    ]
+    for record in records if order == "as written" else reversed(records):
         report.add(record, "f", 1)
     (entry,) = report.document()["placements"]
     assert entry["jurisdictions"] == ["BR", "CL"]
