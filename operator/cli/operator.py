@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -253,6 +254,11 @@ def _audit(
     try:
         settings = WriterSettings(directory, log_name or socket.gethostname())
         signer = load_signer(key)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"--audit-dir {directory} is not writable")
+    except OSError as error:
+        raise click.BadParameter(f"--audit-dir {directory}: {error.strerror}") from None
     except (KeyFileError, ValueError) as error:
         raise click.BadParameter(str(error), param_hint="--audit-*") from None
     return stack.enter_context(operator_audit(settings, signer, otlp_endpoint))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -271,6 +272,11 @@ def _audit(
     try:
         signer = load_signer(key)
         settings = WriterSettings(directory, log_name or socket.gethostname())
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"--audit-dir {directory} is not writable")
+    except OSError as error:
+        raise click.BadParameter(f"--audit-dir {directory}: {error.strerror}") from None
     except (KeyFileError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
     mode: FailureMode = "open" if failure == "open" else "closed"
