@@ -358,3 +358,25 @@ def test_records_dropped_from_a_full_queue_leave_a_gap_record(
     assert verify(sources(tmp_path), [signer.public], on_record=report.add).ok
     assert report.gaps == 3 and report.requests == 7
     assert report.document()["lost_records"] == 3
+
+
+@pytest.mark.parametrize("command", ["router", "operator"])
+def test_audit_flags_are_checked_before_anything_starts(tmp_path: Path, command: str) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("sites: []\nmodels: []\n")
+    first = ["router", "--routes", str(routes)] if command == "router" else ["operator"]
+    runner = CliRunner()
+    alone = runner.invoke(main, [*first, "--audit-dir", str(tmp_path / "a")])
+    assert alone.exit_code == 2 and "go together" in alone.output
+    key = runner.invoke(
+        main, [*first, "--audit-dir", str(tmp_path / "a"), "--audit-signing-key", str(routes)]
+    )
+    assert key.exit_code == 2 and "soberana audit keygen" in key.output
+    generate(tmp_path / "k.pem", tmp_path / "k.pub")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    directory = runner.invoke(
+        main, [*first, "--audit-dir", str(blocked / "sub"), "--audit-signing-key",
+               str(tmp_path / "k.pem")],
+    )  # fmt: skip
+    assert directory.exit_code == 2 and f"--audit-dir {blocked / 'sub'}" in directory.output
