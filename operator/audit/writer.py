@@ -327,8 +327,10 @@ class AuditWriter:
     def _open_next(self) -> None:
         self._size = 0
         self._created = False
-        self._buffer += self._chain.open_segment(format_time(self._clock())) + b"\n"
+        header = self._chain.open_segment(format_time(self._clock()))
+        self._buffer += header + b"\n"
         self._opened_at = time.monotonic()
+        self._export([header])
 
     def _sync(self) -> None:
         if self._descriptor is not None and not self._synced:
