@@ -45,7 +45,12 @@ from soberana.operator.core.api import (
 )
 from soberana.operator.core.placement import World, current_allocations, place
 from soberana.operator.core.placement.plan import Plan
-from soberana.operator.core.render import app_name, name_conflicts, render_site_configs
+from soberana.operator.core.render import (
+    app_name,
+    name_conflicts,
+    render_site_configs,
+    site_render_warnings,
+)
 from soberana.operator.core.status import (
     AVAILABLE,
     PLACED,
@@ -258,8 +263,17 @@ class Reconciler:
             for key, status in order.releases.items()
         ]
         jobs += [self._deployment_job(updates[key], result) for key in order.first]
+        warnings = site_render_warnings(plan, world)
         jobs += [
-            self._site_job(s, plan, raw_by_key, checks.get(s.metadata.name), now, result)
+            self._site_job(
+                s,
+                plan,
+                raw_by_key,
+                checks.get(s.metadata.name),
+                now,
+                result,
+                [f"{key}: {why}" for key, why in warnings.get(s.metadata.name, [])],
+            )
             for s in sites
         ]
         jobs += [self._invalid_job(bad, DEPLOYMENTS, now, result) for bad in bad_deployments]
@@ -487,6 +501,7 @@ class Reconciler:
         check: SiteCheck | None,
         now: dt.datetime,
         result: ReconcileResult,
+        warnings: list[str],
     ) -> None:
         raw = raw_by_key[site.metadata.name]
         previous_json = self._previous(SITES, site.metadata.name, dict(raw.get("status") or {}))
@@ -498,6 +513,7 @@ class Reconciler:
             check=check,
             cordoned=site.spec.cordoned,
             now=now,
+            warnings=warnings,
         )
         if await self._write(SITES, raw, _json(new), previous_json):
             result.status_writes += 1

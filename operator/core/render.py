@@ -145,26 +145,36 @@ def render_site_configs(plan: Plan, world: World) -> dict[str, dict[str, Any]]:
 
 def render_warnings(plan: Plan, world: World) -> list[str]:
     """What rendering could not express: GPU replicas Ray cannot pin to their GPU model."""
-    warnings = []
+    return [
+        f"{key} on site {site}: {why}"
+        for site, lines in site_render_warnings(plan, world).items()
+        for key, why in lines
+    ]
+
+
+def site_render_warnings(plan: Plan, world: World) -> dict[str, list[tuple[str, str]]]:
+    """:func:`render_warnings` by site: (deployment key, why) for each site that has some."""
+    warnings: dict[str, list[tuple[str, str]]] = {}
     for site, applications in _site_applications(plan, world).items():
         for application in applications:
             if application.deployment.spec.resources.gpus == 0:
                 continue
             key = application.deployment.key
             models = sorted(set(application.gpu_models) - {CPU_POOL})
+            lines = []
             if len(models) > 1:
-                warnings.append(
-                    f"{key} on site {site}: replicas on several GPU models ({', '.join(models)}) "
-                    "run as one application, not pinned to a GPU model"
+                lines.append(
+                    f"replicas on several GPU models ({', '.join(models)}) run as one "
+                    "application, not pinned to a GPU model"
                 )
-            unknown = [model for model in models if ray_accelerator_type(model) is None]
-            for model in unknown:
-                warnings.append(
-                    f"{key} on site {site}: GPU model {model!r} has no Ray accelerator type; "
-                    "its replicas are not pinned to that GPU model (name the pool as Ray does, "
-                    "e.g. L4, A10G, A100, H100)"
-                )
-    return warnings
+            lines += [
+                f"GPU model {model!r} has no Ray accelerator type; its replicas are not pinned "
+                "to that GPU model (name the pool as Ray does, e.g. L4, A10G, A100, H100)"
+                for model in models
+                if ray_accelerator_type(model) is None
+            ]
+            warnings.setdefault(site, []).extend((key, line) for line in lines)
+    return {site: lines for site, lines in warnings.items() if lines}
 
 
 def _site_applications(plan: Plan, world: World) -> dict[str, list[SiteApplication]]:

@@ -237,11 +237,19 @@ def site_status(
     check: SiteCheck | None,
     cordoned: bool,
     now: datetime,
+    warnings: Sequence[str] = (),
 ) -> InferenceSiteStatus:
-    """A site's status: what is allocated there, and whether it can be reached and used."""
+    """A site's status: what is allocated there, and whether it can be reached and used.
+
+    ``warnings`` (what the rendered config could not express there) end the Ready message.
+    """
     stamp = _Stamp(generation, now)
     base = previous or InferenceSiteStatus()
-    conditions = [stamp(*parts) for parts in site_conditions(check, cordoned=cordoned)]
+    parts = site_conditions(check, cordoned=cordoned)
+    if warnings:
+        kind, state, reason, message = parts[-1]
+        parts[-1] = (kind, state, reason, "; ".join([message, *warnings]))
+    conditions = [stamp(*part) for part in parts]
     return base.model_copy(
         update={
             "gpus_allocated": usage.gpus_allocated,

@@ -546,3 +546,33 @@ def test_the_ray_backend_owns_vllm_apps_and_counts_only_engine_replicas() -> Non
     }
     assert owned(status)
     assert observe_application(status).ready_replicas == 1
+
+
+async def test_the_operator_reports_an_unknown_gpu_model_on_the_sites_ready_condition() -> None:
+    from tests.unit.test_reconciler import RecordingWriter, index, reconciler
+    from tests.unit.test_reconciler import site as raw_site
+
+    odd = raw_site("br1", "BR")
+    odd["spec"]["gpus"][0]["model"] = "RTX-4090"
+    chat = {
+        "apiVersion": "soberana.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "chat", "namespace": "ml", "uid": "uid-chat", "generation": 1},
+        "spec": {
+            "model": {"uri": "file:///models/chat"},
+            "engine": {"name": "vllm", "args": {"max_model_len": 2048}},
+            "resources": {"gpus": 1},
+            "traffic": [{"region": "br-southeast"}],
+        },
+        "status": {},
+    }
+    writer = RecordingWriter()
+    rec = reconciler(writer)
+    rec.attach(index(odd), index(chat))
+    result = await rec.reconcile_once()
+    assert result.plan.deployments["ml/chat"].placed
+    site_patch = next(patch for name, patch in writer.patches if name == "br1")
+    ready = {c["type"]: c for c in site_patch["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+    assert "; ml/chat: GPU model" in ready["message"]
+    assert "'RTX-4090' has no Ray accelerator type" in ready["message"]
