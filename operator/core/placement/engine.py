@@ -143,12 +143,12 @@ def _site_usage(problem: Problem, solution: Solution, used: np.ndarray) -> dict[
     site_of = {site.name: number for number, site in enumerate(problem.sites)}
     pool_site = np.array([site_of[pool.site] for pool in problem.pools], dtype=np.int64)
     cpu = np.array([pool.cpu for pool in problem.pools], dtype=np.bool_)
-    pools = len(problem.pools)
+    pools, sites = len(problem.pools), problem.sites
 
     def by_site(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Sum of ``values`` over each site's pools where ``where`` holds."""
         return np.bincount(pool_site, weights=np.where(where, values, 0), minlength=len(sites))
 
-    sites = problem.sites
     units, capacity = used[:pools], problem.capacity[:pools]
     gpus, gpus_total = by_site(units, ~cpu), by_site(capacity, ~cpu)
     cpus, cpus_total = by_site(units, cpu), by_site(capacity, cpu)
