@@ -318,6 +318,9 @@ def _runtime_args(site_name: str, deployment: Deployment) -> dict[str, Any]:
         "format": spec.model.format.value,
         "served_model_name": deployment.key,
         "site": site_name,
+        "engine": spec.engine_name.value,
+        "engine_args": spec.engine_args,
+        "cpus": float(spec.resources.cpus),
     }
     if spec.model.format is ModelFormat.TORCHSCRIPT:
         args["max_batch_size"] = spec.serving.max_batch_size

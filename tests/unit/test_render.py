@@ -92,6 +92,9 @@ def test_each_placement_becomes_an_application_with_its_replicas(
             assert found["args"]["model_uri"] == spec.spec.model.uri
             assert found["args"]["served_model_name"] == key
             assert found["args"]["site"] == placement.site
+            assert found["args"]["engine"] == spec.spec.engine_name.value
+            assert found["args"]["engine_args"] == spec.spec.engine_args
+            assert found["args"]["cpus"] == spec.spec.resources.cpus
             (options,) = found["deployments"]
             assert options["name"] == RUNTIME_DEPLOYMENT_NAME
             actor: dict[str, float | str] = {
@@ -148,6 +151,9 @@ def test_transformers_args_carry_no_batching_limits() -> None:
         "format": "transformers",
         "served_model_name": "ml/chat",
         "site": "br1",
+        "engine": "transformers",
+        "engine_args": {},
+        "cpus": 1.0,
     }
 
 
@@ -451,11 +457,29 @@ def test_cpu_only_runtime_replicas_ask_for_no_accelerator() -> None:
     )
     config = render_serve_config("edge-1", [SiteApplication(chat, 1, (CPU_POOL,))])
     ServeDeploySchema.model_validate(config)
-    assert config["applications"][0]["deployments"][0]["ray_actor_options"] == {
+    (application,) = config["applications"]
+    assert application["deployments"][0]["ray_actor_options"] == {
         "num_cpus": 2.0,
         "num_gpus": 0.0,
         "memory": 1024**3,
     }
+    args = parse_runtime_args(application["args"])
+    assert (args.engine, args.cpus, args.engine_args) == ("llamacpp", 2.0, {})
+
+
+def test_runtime_args_carry_the_engine_and_its_args() -> None:
+    chat = deployment(
+        "chat",
+        model={"uri": "file:///models/m.gguf", "format": "gguf"},
+        engine={"name": "llamacpp", "args": {"n_ctx": 4096}},
+        resources={"gpus": 0, "cpus": 4, "memoryGiB": 2},
+    )
+    (application,) = render_serve_config("edge-1", [SiteApplication(chat, 1, (CPU_POOL,))])[
+        "applications"
+    ]
+    assert application["import_path"] == RUNTIME_IMPORT_PATH
+    args = parse_runtime_args(application["args"])
+    assert (args.engine, args.cpus, args.engine_args) == ("llamacpp", 4.0, {"n_ctx": 4096})
 
 
 def test_an_unknown_gpu_model_is_reported_not_dropped(tmp_path: Path) -> None:
