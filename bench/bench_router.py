@@ -125,6 +125,81 @@ async def _serve_backend(port: int, name: str) -> None:
         await server.serve_forever()
 
 
+# --- bare proxies: the router's HTTP server or uvicorn, with no routing ---------------------
+# Each forwards every request to the backend with the router's upstream client and answers with
+# what it got: the cost of the server alone, the one thing that differs between them.
+
+_NOT_FORWARDED = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding"})
+
+
+async def _serve_bare_own(port: int, backend: int) -> None:
+    from soberana.serving.router.httpserver import HttpServer, Request, Response
+    from soberana.serving.router.upstream import Upstreams
+
+    upstreams = Upstreams(connect_timeout_s=1.0, response_timeout_s=60.0)
+    base = f"http://127.0.0.1:{backend}"
+
+    async def handler(request: Request) -> Response:
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.raw_headers
+            if name.lower() not in _NOT_FORWARDED
+        ]
+        upstream = await upstreams.send(base, request.method, request.target, headers, request.body)
+        body = await upstream.read()
+        relayed = [h for h in upstream.headers if h[0].lower() not in _NOT_FORWARDED]
+        return Response(upstream.status, relayed, body)
+
+    server = HttpServer(handler, max_body_bytes=1024 * 1024)
+    await server.start("127.0.0.1", port)
+    await asyncio.Event().wait()
+
+
+def _serve_bare_uvicorn(port: int, backend: int) -> None:
+    import uvicorn
+
+    from soberana.serving.router.upstream import Upstreams
+
+    upstreams = Upstreams(connect_timeout_s=1.0, response_timeout_s=60.0)
+    base = f"http://127.0.0.1:{backend}"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope["headers"]
+            if name not in _NOT_FORWARDED
+        ]
+        target = scope["raw_path"].decode() + (
+            "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        )
+        upstream = await upstreams.send(base, scope["method"], target, headers, body)
+        answer = await upstream.read()
+        relayed = [h for h in upstream.headers if h[0].lower() != b"connection"]
+        await send({"type": "http.response.start", "status": upstream.status, "headers": relayed})
+        await send({"type": "http.response.body", "body": answer})
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        timeout_keep_alive=75,  # as the router and nginx: the generator's connections idle
+        server_header=False,
+        log_level="warning",
+    )
+    uvicorn.Server(config).run()
+
+
 # --- the load generator: raw HTTP/1.1 over keep-alive connections ---------------------------
 
 
@@ -380,6 +455,15 @@ def _router(
         yield port, process.pid
 
 
+@contextmanager
+def _bare(kind: str, backend: int) -> Iterator[tuple[int, int]]:
+    """A bare proxy (``bare-own`` or ``bare-uvicorn``) in front of ``backend``."""
+    port = _free_port()
+    command = [sys.executable, __file__, kind, str(port), str(backend)]
+    with _process(*command, port=port) as process:
+        yield port, process.pid
+
+
 _NGINX_CONFIG = """
 worker_processes 1;
 master_process off;
@@ -469,6 +553,10 @@ def _overhead(options: argparse.Namespace, workdir: Path) -> None:
             Target("direct", backend, path),
             Target("router", router, "/v1/chat/completions", router_pid),
         ]
+        if options.servers:  # the server alone: ours or uvicorn's, both bare
+            for kind in ("bare-own", "bare-uvicorn"):
+                port, pid = stack.enter_context(_bare(kind, backend))
+                targets.append(Target(kind, port, path, pid))
         if options.baseline is not None:
             baseline = _router({"site": backend}, workdir, options.baseline)
             port, pid = stack.enter_context(baseline)
@@ -494,12 +582,12 @@ def _overhead(options: argparse.Namespace, workdir: Path) -> None:
         f"{options.connections} connections; {rounds} interleaved rounds of {options.slice:g}s "
         f"per path and measurement:"
     )
-    print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
+    print(f"{'path':12} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
           f"{'lag p99':>8} {'req/s':>8} {'failed':>7} {'proxy CPU us/req':>17}")  # fmt: skip
     for result in results:
         cpu = "-" if result.cpu_us is None else f"{result.cpu_us:.0f}"
         print(
-            f"{result.name:8} {result.p50_ms:8.3f} {result.p99_ms:8.3f} "
+            f"{result.name:12} {result.p50_ms:8.3f} {result.p99_ms:8.3f} "
             f"{result.p50_ms - direct.p50_ms:8.3f} {result.p99_ms - direct.p99_ms:8.3f} "
             f"{result.lag_p99_ms:8.3f} {result.rps:8.0f} {result.failed:7d} {cpu:>17}"
         )
@@ -558,7 +646,13 @@ def _load_average() -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("backend", "side-by-side", "failover"):
+    if len(sys.argv) > 1 and sys.argv[1] in (
+        "backend",
+        "side-by-side",
+        "failover",
+        "bare-own",
+        "bare-uvicorn",
+    ):
         _role(sys.argv[1], sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -574,6 +668,12 @@ def main() -> None:
         help="also measure the router of another soberana checkout (its root folder), as path "
         "'baseline': before and after a change, side by side in one run",
     )
+    parser.add_argument(
+        "--servers",
+        action="store_true",
+        help="also measure two bare proxies with no routing, the router's HTTP server and "
+        "uvicorn (httptools, a bare ASGI app), both forwarding with the router's upstream client",
+    )
     options = parser.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before: {_load_average()}")
@@ -586,6 +686,12 @@ def main() -> None:
 def _role(role: str, arguments: list[str]) -> None:
     if role == "backend":
         uvloop.run(_serve_backend(int(arguments[0]), arguments[1]))
+        return
+    if role == "bare-own":
+        uvloop.run(_serve_bare_own(int(arguments[0]), int(arguments[1])))
+        return
+    if role == "bare-uvicorn":
+        _serve_bare_uvicorn(int(arguments[0]), int(arguments[1]))
         return
     output, *rest = arguments
     result: Any

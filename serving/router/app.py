@@ -12,7 +12,10 @@ Each request is scoped by its caller (an API key, when keys are configured), its
 (``X-Soberana-Residency: BR,CL``, narrowed further by the key's) and its client region
 (``X-Soberana-Region``, else the router's own); :func:`~soberana.serving.router.policy.decide`
 turns that into candidates, and :class:`~soberana.serving.router.forward.Forwarder` tries them.
-:func:`serving_router` runs it all on the HTTP server of :mod:`.httpserver`.
+:func:`serving_router` runs it all on the HTTP server of :mod:`.httpserver`. The API key, the model
+of a ``/models/...`` request and its path are checked once the head is in, before the body is
+read; each endpoint caps its body. Once a routed request is finished, :attr:`Router.on_outcome`
+(when set) gets its :class:`RequestOutcome`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,20 @@
 """Send a request to the decision's candidates in turn until one answers, and relay its answer.
 
-An attempt fails on a connection error, a timeout or a 5xx status; the next candidate is then
-tried, at most ``max_attempts`` in all, as long as nothing has reached the client. Each attempt
-feeds the site's health: requests in flight, latency to the response headers, and its breaker.
+An attempt moves on to the next candidate, at most ``max_attempts`` in all and as long as nothing
+has reached the client, when the site could not be reached, its connection broke before its
+response, or it answered 503; after another 5xx, or ``response_timeout_s`` of silence, only when
+the method is idempotent, since the site may have done the work. ``request_timeout_s`` bounds
+every attempt together, until a response begins. Each attempt feeds the site's health: requests
+in flight, latency to the response headers, and its breaker, which counts only what shows the site
+itself unhealthy (it could not be reached, its connection broke; a 5xx only on the breaker's
+probe), so that one tenant's failing requests never close a site to another's.
 
 A response of known length up to ``buffer_limit`` is read whole before the client sees a byte, so
 a site that dies halfway through it is retried too. Anything else (Server-Sent Events, chunked or
 large bodies) is relayed chunk by chunk as it arrives; if the site fails after the first chunk
 went out, the client's connection is aborted rather than ended, so that the truncation shows.
-Requests go out over kept-alive connections (:mod:`.upstream`).
+A site's own ``X-Soberana-*`` headers are never relayed. Requests go out over kept-alive
+connections (:mod:`.upstream`).
 """
 
 from __future__ import annotations

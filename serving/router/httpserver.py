@@ -2,20 +2,26 @@
 
 Each client connection parses its requests with httptools (llhttp, the parser of Node.js) and
 answers them in the order they came, pipelined ones included, each by a task that runs the
-handler. A request reaches the handler whole: head and body, the body at most ``max_body_bytes``
-(``Expect: 100-continue`` is answered when the connection is free to read it). The handler
-answers with a complete :class:`Response`, written in one go with its Content-Length, or streams
-one: :meth:`Request.stream` sends the head and returns a :class:`ResponseStream` whose pieces go
-out as they are written (chunked; or, to an HTTP/1.0 client, until the connection closes),
-waiting while the client reads slower than they come, until the stream is ended, or aborted,
-which closes the connection so that the truncation shows. The server adds ``Date`` and the
-framing headers itself.
+handler. Once a request's head is in, the ``head_check`` decides, before any of the body is read,
+whether to refuse it (its answer goes out, its body is never read) or how large its body may be.
+A request reaches the handler whole: head and body (``Expect: 100-continue`` is answered when the
+connection is free to read it). The handler answers with a complete :class:`Response`, written in
+one go with its Content-Length, or streams one: :meth:`Request.stream` sends the head and returns
+a :class:`ResponseStream` whose pieces go out as they are written (chunked; or, to an HTTP/1.0
+client, until the connection closes), waiting while the client reads slower than they come, until
+the stream is ended, or aborted, which closes the connection so that the truncation shows. The
+server adds ``Date`` and the framing headers itself. A client that closes its connection cancels
+the handler answering it.
 
 Connections are kept alive as HTTP/1.1 (or an HTTP/1.0 client that asks) allows, and closed after
-``keepalive_s`` without a request. A malformed request gets 400, an oversized head 431 and an
-oversized body 413, and its connection is closed; a handler that fails gets a 500 (or, once it
-has started streaming, an aborted connection). Upgrades (``Connection: Upgrade``) are not taken:
-such a request is answered as a plain one, and its connection closed.
+``keepalive_s`` without a request; at most ``max_connections`` are held (more get 503). A head
+must arrive within ``header_timeout_s`` (408). A malformed request (a bad target, no Host or two
+in HTTP/1.1, no HTTP version) gets 400, CONNECT and TRACE 405, an oversized head 431 and an
+oversized body 413, and its connection is closed, after a short linger that drops what the client
+still sends, so that the answer is not lost to a reset. A handler that fails gets a 500 (or, once
+it has started streaming, an aborted connection). Upgrades (``Connection: Upgrade``) are not
+taken: such a request is answered as a plain one, and its connection closed. A lost connection
+lets go of everything it held, so that reference counting alone frees it.
 """
 
 from __future__ import annotations

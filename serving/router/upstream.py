@@ -217,10 +217,13 @@ class UpstreamResponse:
 
     def close(self) -> None:
         """Done with the response: an unfinished one closes its connection."""
-        if self._response.content.is_eof():
-            self._response.release()
+        response = self._response
+        if response.connection is None:  # complete: its connection is back in the pool
+            return
+        if response.content.is_eof():
+            response.release()
         else:
-            self._response.close()
+            response.close()
 
     def _failure(self, error: Exception) -> Exception:
         if isinstance(error, TimeoutError):  # aiohttp's SocketTimeoutError is one
