@@ -10,6 +10,9 @@ paths to it side by side in one run:
   (skipped, saying so, when nginx is not installed: ``apt-get install -y nginx``)
 - baseline, with ``--baseline CHECKOUT``: the router of another soberana checkout, such as the
   commit before a change (``git worktree add /tmp/before HEAD~1``), the same way
+- bare-own and bare-uvicorn, with ``--servers``: two proxies that do no routing, forwarding every
+  request with the router's upstream client (aiohttp's), one on the router's HTTP server, one on
+  uvicorn (httptools protocol, uvloop, a bare ASGI app): what each server costs, side by side
 
 The paths are interleaved in time: round after round, each path in turn gets a slice of
 ``--slice`` seconds (the order rotating every round) until each had ``--seconds`` in all, so a
@@ -31,6 +34,7 @@ survivor. Every phase is bounded in requests and time. Prints; asserts nothing.
     python bench/bench_router.py
     python bench/bench_router.py --rate 1000 --seconds 5 --slice 1 --connections 32
     python bench/bench_router.py --baseline /tmp/before
+    python bench/bench_router.py --servers
 """
 
 from __future__ import annotations

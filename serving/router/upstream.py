@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
+_URLS_KEPT = 4096  # parsed request URLs kept: an OpenAI endpoint's is the same for every request
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")  # never added
 
 
@@ -96,6 +97,7 @@ class Upstreams:
         self._session: aiohttp.ClientSession | None = None
         self._bases: dict[str, str] = {}
         self._authority: dict[str, str] = {}  # host:port, for messages
+        self._urls: dict[str, URL] = {}  # the most recent targets, parsed
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -136,7 +138,7 @@ class Upstreams:
         session = self._session or self._open()
         where = self._authority[base_url]
         try:
-            url = URL(base + target, encoded=True)
+            url = self._urls.get(base + target) or self._url(base + target)
             response = await session.request(
                 method,
                 url,
@@ -166,6 +168,12 @@ class Upstreams:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _url(self, url: str) -> URL:
+        if len(self._urls) >= _URLS_KEPT:
+            self._urls.clear()
+        parsed = self._urls[url] = URL(url, encoded=True)  # sent as received: never re-quoted
+        return parsed
 
     def _base(self, base_url: str) -> str:
         try:
