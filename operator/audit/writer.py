@@ -104,6 +104,7 @@ class AuditWriter:
         self._queue: deque[tuple[float, Builder, Any]] = deque()
         self._limit = settings.max_queue + settings.headroom
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._drop_lock = threading.Lock()
@@ -166,6 +167,7 @@ class AuditWriter:
         """Write what is queued, seal the segment, stop the thread."""
         self._stopping = True
         self._wake.set()
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -190,9 +192,10 @@ class AuditWriter:
         settings = self.settings
         while True:
             stopping = self._stopping
-            wait = settings.retry_interval_s if self.failure else settings.flush_interval_s
-            if not stopping:
-                self._wake.wait(wait)
+            if not stopping and self.failure:  # a full queue does not hasten the retry
+                self._stop.wait(settings.retry_interval_s)
+            elif not stopping:
+                self._wake.wait(settings.flush_interval_s)
                 self._wake.clear()
             try:
                 self._drain()
