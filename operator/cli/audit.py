@@ -72,7 +72,7 @@ def verify_command(
     result = _verify(paths, public_keys, allow_open, None)
     for log in result.logs.values():
         status = "BROKEN" if log.problem else "ok"
-        partial = f", from segment {log.first_segment}" if log.first_segment > 1 else ""
+        partial = f" ({log.first_segment} to {log.last_segment})" if log.segments else ""
         open_tail = f", {log.open_records} records not yet sealed" if log.open_records else ""
         click.echo(
             f"{status}: log {log.log}: {log.segments} segments{partial}, {log.records} records, "
