@@ -72,10 +72,10 @@ def verify_command(
     result = _verify(paths, public_keys, allow_open, None)
     for log in result.logs.values():
         status = "BROKEN" if log.problem else "ok"
-        partial = f" ({log.first_segment} to {log.last_segment})" if log.segments else ""
+        numbers = f" ({log.first_segment} to {log.last_segment})" if log.segments else ""
         open_tail = f", {log.open_records} records not yet sealed" if log.open_records else ""
         click.echo(
-            f"{status}: log {log.log}: {log.segments} segments{partial}, {log.records} records, "
+            f"{status}: log {log.log}: {log.segments} segments{numbers}, {log.records} records, "
             f"keys {', '.join(sorted(log.keys))}{open_tail}"
         )
     for problem in result.problems:
