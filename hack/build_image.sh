@@ -10,7 +10,9 @@
 #   3. image:   buildah bud --isolation chroot --network host on the Containerfile, tagged
 #               localhost/soberana:KEY, where KEY hashes the Containerfile, the ignore file,
 #               pyproject.toml, setup.py, every file under operator/ and serving/ and the base;
-#               the host's CA bundle reaches pip as the build secret pip-ca (kept in no layer)
+#               its dependencies stage is tagged localhost/soberana-deps:KEY2 (Containerfile,
+#               pyproject.toml, setup.py) and reused; older builds are removed. The host's CA
+#               bundle reaches pip as the build secret pip-ca (kept in no layer)
 #   4. archive: build/image/soberana.oci.tar (+ soberana.key, soberana.ref beside it)
 # An unchanged KEY reuses the image and the archive: a second run takes about a second.
 #
@@ -128,16 +130,29 @@ if [[ -s $ARCHIVE && "$(cat "$OUT/soberana.key" 2>/dev/null)" == "$KEY" ]] &&
 fi
 
 if ! podman image exists "$IMAGE" 2>/dev/null; then
-    step "building $IMAGE (buildah bud, base $BASE)" build
     HINT="read the log above; pip needs PyPI (and PIP_CERT if a proxy re-signs TLS)"
-    SECRET=()
+    BUD=(buildah bud --isolation chroot --network host --layers --format oci --build-arg "BASE=$BASE")
     CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
-    [[ -s $CA ]] && SECRET=(--secret "id=pip-ca,src=$CA")
-    run buildah bud --isolation chroot --network host --layers --format oci \
-        --build-arg "BASE=$BASE" "${SECRET[@]}" -f Containerfile -t "$IMAGE" .
-    # older builds of this checkout are no longer needed (their layers stay cached)
-    for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/soberana); do
-        [[ $old == "$IMAGE" ]] || run podman untag "$old" "$old"  # that name only
+    [[ -s $CA ]] && BUD+=(--secret "id=pip-ca,src=$CA")
+    # the dependencies stage gets a name of its own, so that pruning keeps its cached layers
+    DEPS=localhost/soberana-deps:$(cat Containerfile pyproject.toml setup.py | sha)
+    if ! podman image exists "$DEPS" 2>/dev/null; then
+        step "installing the dependencies (stage deps, $DEPS)" deps
+        run "${BUD[@]}" --target deps -f Containerfile -t "$DEPS" .
+    fi
+    step "building $IMAGE (buildah bud, base $BASE)" build
+    run "${BUD[@]}" -f Containerfile -t "$IMAGE" .
+    step "removing older builds" prune
+    REPOS=(localhost/soberana localhost/soberana-deps)
+    [[ -n ${BASE_TAR:-} ]] && REPOS+=(localhost/soberana-base)
+    for repo in "${REPOS[@]}"; do
+        for old in $(podman images --format '{{.Repository}}:{{.Tag}}' "$repo"); do
+            [[ $old == "$IMAGE" || $old == "$DEPS" || $old == "$BASE" ]] || run podman rmi "$old"
+        done
+    done
+    run podman image prune --force   # untagged layers that no named image builds on
+    for dir in "$CACHE"/image-base-*; do
+        [[ -z ${BASE_TAR:-} || $dir == "$(dirname "$BASE_TAR")" ]] || rm -rf "$dir"
     done
 fi
 
