@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from soberana.operator.core.api import CPU_POOL
 from soberana.operator.core.placement import Change, PlacementOptions, World, place
 from soberana.operator.core.placement.candidates import build
 from soberana.operator.core.placement.problem import Problem, build_problem
 from soberana.operator.core.placement.relaxation import relax
 from soberana.operator.core.placement.search import best_assignment
-from tests.unit.builders import deployment, hard_constraint_violations, site, world
+from tests.unit.builders import cpu_only, deployment, hard_constraint_violations, site, world
 
 JURISDICTIONS = ["BR", "CL", "PE", "AR"]
 REGIONS = [f"{code.lower()}-{side}" for code in JURISDICTIONS for side in "ab"]
@@ -164,3 +165,69 @@ def test_replanning_a_crowded_world_keeps_every_placement() -> None:
     second = place(scene, first.current)
     assert hard_constraint_violations(scene, second, first.current) == []
     assert all(second.deployments[key].change is Change.UNCHANGED for key in first.current)
+
+
+@cache
+def crowded_mixed() -> World:
+    """The crowded world with every third site a CPU-only edge box (cores and memory at about
+    85 % of demand) and a fifth of the deployments CPU-only."""
+    base, rng = crowded(), random.Random(11)
+    deployments = []
+    for entry in base.deployments:
+        spec = entry.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if rng.random() < 0.2:
+            cpus = rng.choice([1, 2, 4])
+            spec["resources"] = cpu_only(cpus, cpus * rng.choice([1.0, 2.0, 3.0]))
+            spec.pop("budget", None)
+        deployments.append(deployment(entry.name, entry.namespace, **spec))
+    cores_wanted = sum(
+        d.spec.reserved_replicas * d.spec.resources.cpus
+        for d in deployments
+        if d.spec.resources.cpu_only
+    )
+    edge = base.sites[2::3]
+    cores = max(4, round(cores_wanted / 0.85 / len(edge)))
+    sites = [
+        site(
+            entry.name,
+            entry.spec.jurisdiction,
+            cpus=(cores, 2.0 * cores, round(0.03 * rng.uniform(0.8, 1.25), 3)),
+            latency=dict(entry.spec.latency_ms),
+        )
+        if entry in edge
+        else entry
+        for entry in base.sites
+    ]
+    return world(sites, deployments)
+
+
+def test_fast_is_close_to_optimal_on_a_crowded_mixed_world() -> None:
+    scene = crowded_mixed()
+    fast, optimal = place(scene), place(scene, solver="optimal")
+    assert hard_constraint_violations(scene, fast) == []
+    assert hard_constraint_violations(scene, optimal) == []
+    cpu_placed = [
+        key
+        for key, plan in fast.deployments.items()
+        if plan.placed and plan.placements[0].gpu_model == CPU_POOL
+    ]
+    assert len(cpu_placed) >= 5
+    fast_placed = {key for key, plan in fast.deployments.items() if plan.placed}
+    optimal_placed = {key for key, plan in optimal.deployments.items() if plan.placed}
+    assert fast_placed <= optimal_placed
+    if fast_placed == optimal_placed:
+        assert optimal.objective <= fast.objective <= optimal.objective * 1.03
+
+
+def test_cores_and_memory_are_priced_where_they_are_short() -> None:
+    problem = build_problem(crowded_mixed(), {}, PlacementOptions())
+    table = build(problem)
+    penalties = np.zeros(len(table.demands))
+    scored = table.score(problem.capacity)
+    first = table.best(scored, 5)
+    prices = relax(problem, table, penalties, {}, scored, first)
+    pools = len(problem.pools)
+    cpu = np.array([pool.cpu for pool in problem.pools])
+    assert prices.tolls.size == problem.capacity.size == 2 * pools
+    assert not prices.tolls[pools:][~cpu].any()  # GPU pools have no memory to price
+    assert (prices.tolls[:pools][cpu] > 0).any() or (prices.tolls[pools:][cpu] > 0).any()

@@ -43,6 +43,7 @@ within about 1 % of the MILP's best solution; on small, crowded worlds a few % (
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -73,7 +74,28 @@ _GROUP = 32  # deployments in a group
 
 
 def solve_fast(problem: Problem) -> Solution:
-    """Place every deployment it can; see the module's description."""
+    """Place every deployment it can; see the module's description.
+
+    GPU and CPU-only deployments never share a pool, so in a world with both the kinds are also
+    solved each on its own, and the better of the two solutions (more placed, else the lower
+    objective) is kept: the shared pricing helps on some worlds and hinders on others.
+    """
+    joint = _solve(problem)
+    kinds = [
+        tuple(demand for demand in problem.demands if demand.cpu_only is cpu)
+        for cpu in (False, True)
+    ]
+    if not all(kinds):
+        return joint
+    apart = {
+        key: assignment
+        for demands in kinds
+        for key, assignment in _solve(replace(problem, demands=demands)).items()
+    }
+    return min((joint, apart), key=lambda solution: (-len(solution), problem.score(solution)))
+
+
+def _solve(problem: Problem) -> Solution:
     table = build(problem)
     if not table.demands:
         return {}
