@@ -33,6 +33,8 @@ UID = 65532
 IN_CONTAINER = "/etc/soberana/kubeconfig"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 Manifest = dict[str, Any]
+# a cold first run installs the tools and builds the base and the image (a few minutes on 2 cores)
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
