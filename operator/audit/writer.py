@@ -275,8 +275,8 @@ class AuditWriter:
 
     def _seal(self, *, final: bool = False) -> None:
         """Close the current segment with its checkpoint (unless it holds only its header)."""
-        if self._sealed:
-            self._write_out()
+        if self._sealed:  # sealed already, its write failed: finish it
+            self._write_out(open_next=not final)
             return
         if self._chain.state.segment_lines <= 1 and not final:
             self._opened_at = time.monotonic()
