@@ -47,6 +47,8 @@ MODELS = {
 }
 KEYS = {"sk-bound-brcl-00000000": ["BR", "CL"], "sk-free-000000000000000": None}
 REGIONS = ["br-southeast", "cl-central", "us-east"]
+SECRET = "the-prompt-must-never-be-logged"
+PROMPT = {"role": "user", "content": SECRET}
 REQUESTS = 10_000
 CONCURRENCY = 16
 
@@ -135,9 +137,9 @@ async def send(
     headers["Authorization"] = f"Bearer {key}"
     body: dict[str, Any]
     if rng.random() < 0.5:
-        target, body = f"{url}/v1/chat/completions", {"model": model, "messages": []}
+        target, body = f"{url}/v1/chat/completions", {"model": model, "messages": [PROMPT]}
     else:
-        target, body = f"{url}/models/{model}/predict", {"x": [index]}
+        target, body = f"{url}/models/{model}/predict", {"x": [index], "note": SECRET}
     async with http.post(target, json=body, headers=headers) as response:
         reply = await response.read()
         site = response.headers.get("X-Soberana-Site")
@@ -199,6 +201,11 @@ async def test_the_report_counts_exactly_what_was_sent_and_nothing_left_its_rest
     }
     assert {jurisdiction for _, jurisdiction, _ in tally.served} == {"BR", "CL", "DE"}  # us1 drops
     assert document["outside_restrictions"] == {"count": 0, "records": []}
+    # what the records never hold: content, API keys
+    logs = b"".join(path.read_bytes() for path in audit_dir.glob("*.jsonl"))
+    assert SECRET.encode() not in logs
+    assert not [key for key in KEYS if key.encode() in logs]
+    assert b"sk-wrong" not in logs
 
 
 def anonymous(model: str, reason: str) -> str:
