@@ -33,10 +33,15 @@ TOOLS=(buildah podman mmdebstrap umoci skopeo runc)
 STARTED=$SECONDS
 STEP=""
 STEP_LOG=""
+STEP_STARTED=$SECONDS
 
 say() { echo "[soberana image] $*" >&2; }
 
+took() { [[ -z $STEP ]] || say "  ... $(basename "$STEP_LOG" .log): $((SECONDS - STEP_STARTED))s"; }
+
 step() {
+    took
+    STEP_STARTED=$SECONDS
     STEP=$1
     STEP_LOG=$OUT/logs/$2.log
     mkdir -p "$OUT/logs"
@@ -165,6 +170,7 @@ run buildah push "$IMAGE" "oci-archive:$ARCHIVE.partial:ghcr.io/soberana/soberan
 mv "$ARCHIVE.partial" "$ARCHIVE"
 echo "$KEY" >"$OUT/soberana.key"
 echo "$IMAGE" >"$OUT/soberana.ref"
+took
 SIZE=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 say "done in $((SECONDS - STARTED))s: $IMAGE, $((SIZE / 1000000)) MB unpacked;" \
     "$ARCHIVE $(($(stat -c %s "$ARCHIVE") / 1000000)) MB"
