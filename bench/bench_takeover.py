@@ -13,6 +13,7 @@ defaults (15 s / 10 s / 2 s) run side by side. Times are polled every 0.1 s with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -26,15 +27,20 @@ from typing import Any
 
 import yaml
 
+from soberana.operator.controller.config import JITTER
 from soberana.operator.core.crds import custom_resource_definitions
 from soberana.operator.devenv.binaries import ensure_all
 from soberana.operator.devenv.controlplane import ControlPlane, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-CHART_TIMING = yaml.safe_load((ROOT / "charts/soberana/values.yaml").read_text())["operator"][
-    "leaderElection"
-]
-DEFAULTS = {"leaseDurationSeconds": 15, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2}
+CHART_TIMING: dict[str, float] = yaml.safe_load((ROOT / "charts/soberana/values.yaml").read_text())[
+    "operator"
+]["leaderElection"]
+DEFAULTS: dict[str, float] = {
+    "leaseDurationSeconds": 15,
+    "renewDeadlineSeconds": 10,
+    "retryPeriodSeconds": 2,
+}
 NAMESPACE = "bench"
 LEASE = "soberana-operator"
 
@@ -116,6 +122,11 @@ def start(
         )  # fmt: skip
 
 
+def waiting(log: Path, starts: int) -> bool:
+    """Whether the ``starts``-th process logging to ``log`` waits for the Lease."""
+    return log.read_text().count("waiting for the Lease") == starts
+
+
 def measure(
     kube: Kube, kubeconfig: Path, work: Path, label: str, timing: dict[str, float], rounds: int,
     how: signal.Signals,
@@ -126,6 +137,7 @@ def measure(
         name: start(kubeconfig, name, timing, work / f"{label}-{name}.log")
         for name in (f"{label}-a", f"{label}-b")
     }
+    starts = dict.fromkeys(replicas, 1)
     takeovers, placements = [], []
     try:
         for round_ in range(rounds):
@@ -134,8 +146,15 @@ def measure(
                 timeout=120, interval=0.2, what="a leader",
             )  # fmt: skip
             leader = kube.holder_and_placed("none")[0]
-            # the standby must be up and waiting before the leader goes
-            time.sleep(timing["retryPeriodSeconds"] * 2)
+            standby = next(name for name in replicas if name != leader)
+            # the standby (maybe restarted by the last round) must be waiting before the leader
+            # goes, and must have read the Lease at least once
+            log = work / f"{label}-{standby}.log"
+            wait_for(
+                functools.partial(waiting, log, starts[standby]),
+                timeout=120, interval=0.2, what="the standby to wait",
+            )  # fmt: skip
+            time.sleep(timing["retryPeriodSeconds"] * JITTER)
             name = f"{label}-{how.name.lower()}-{round_}"
             replicas[leader].send_signal(how)
             stopped = time.monotonic()
@@ -151,6 +170,7 @@ def measure(
                 time.sleep(0.1)
             replicas[leader].wait(timeout=60)
             replicas[leader] = start(kubeconfig, leader, timing, work / f"{label}-{leader}.log")
+            starts[leader] += 1
             if took_over is None or placed_at is None:
                 print(f"  {label} {how.name} round {round_}: no takeover within 120 s")
                 continue
