@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiohttp import ClientError
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -236,7 +237,7 @@ class LeaderElector:
                 return False
             wanted = self.candidate.desired(_wall())
             written = await self.lock.write(wanted, create=action is Action.CREATE)
-        except (ApiException, OSError, TimeoutError) as error:
+        except (ApiException, ClientError, OSError, TimeoutError) as error:
             log.warning("leader election: could not read or write the Lease: %s", error)
             return False
         if written is None:
@@ -306,5 +307,5 @@ class LeaderElector:
                 log.info(
                     "leader election: released the Lease %s/%s", self.lock.namespace, self.lock.name
                 )
-        except (ApiException, OSError, TimeoutError) as error:
+        except (ApiException, ClientError, OSError, TimeoutError) as error:
             log.warning("leader election: could not release the Lease: %s", error)
