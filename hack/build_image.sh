@@ -10,7 +10,7 @@
 #   3. image:   buildah bud --isolation chroot --network host on the Containerfile, tagged
 #               localhost/soberana:KEY, where KEY hashes the Containerfile, the ignore file,
 #               pyproject.toml, setup.py, every file under operator/ and serving/ and the base;
-#               its dependencies stage is tagged localhost/soberana-deps:KEY2 (Containerfile,
+#               its dependencies stage is tagged localhost/soberana-deps:KEY2 (base, Containerfile,
 #               pyproject.toml, setup.py) and reused; older builds are removed. The host's CA
 #               bundle reaches pip as the build secret pip-ca (kept in no layer)
 #   4. archive: build/image/soberana.oci.tar (+ soberana.key, soberana.ref beside it)
@@ -135,12 +135,13 @@ if [[ -s $ARCHIVE && "$(cat "$OUT/soberana.key" 2>/dev/null)" == "$KEY" ]] &&
 fi
 
 if ! podman image exists "$IMAGE" 2>/dev/null; then
-    HINT="read the log above; pip needs PyPI (and PIP_CERT if a proxy re-signs TLS)"
+    HINT="read the log above: pip needs PyPI (and PIP_CERT if a proxy re-signs TLS); a Python error
+    at the last step comes from the source (the build runs soberana --help)"
     BUD=(buildah bud --isolation chroot --network host --layers --format oci --build-arg "BASE=$BASE")
     CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
     [[ -s $CA ]] && BUD+=(--secret "id=pip-ca,src=$CA")
     # the dependencies stage gets a name of its own, so that pruning keeps its cached layers
-    DEPS=localhost/soberana-deps:$(cat Containerfile pyproject.toml setup.py | sha)
+    DEPS=localhost/soberana-deps:$({ echo "$BASE"; cat Containerfile pyproject.toml setup.py; } | sha)
     if ! podman image exists "$DEPS" 2>/dev/null; then
         step "installing the dependencies (stage deps, $DEPS)" deps
         run "${BUD[@]}" --target deps -f Containerfile -t "$DEPS" .
