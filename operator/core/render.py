@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from soberana.operator.core.accelerators import ray_accelerator_type
 from soberana.operator.core.api import CPU_POOL, EngineName, ModelDeploymentSpec, ModelFormat
@@ -255,11 +255,18 @@ def model_path(uri: str) -> str:
     ``file:///<path>`` is ``/<path>``; ``pvc://<claim>/<path>`` and ``s3://<bucket>/<path>`` are
     mounted under :data:`MODEL_ROOT` (``/models/pvc/<claim>/<path>``).
     """
-    parts = urlsplit(uri)
-    path = unquote(parts.path)
-    if parts.scheme == "file":
+    scheme, _, rest = uri.partition("://")
+    host, slash, path = re.split(r"[?#]", rest, maxsplit=1)[0].partition("/")
+    path = _unquote(slash + path)
+    if scheme == "file":
         return path
-    return f"{MODEL_ROOT}/{parts.scheme}/{parts.netloc}/{path.lstrip('/')}"
+    return f"{MODEL_ROOT}/{scheme}/{host}/{path.lstrip('/')}"
+
+
+def _unquote(text: str) -> str:
+    """Percent-decoding, as URLs carry spaces and non-ASCII names (UTF-8)."""
+    decoded = re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes([int(match[1], 16)]), text.encode())
+    return decoded.decode("utf-8", "replace")
 
 
 def vllm_args(application: SiteApplication) -> dict[str, Any]:
