@@ -153,10 +153,13 @@ if ! podman image exists "$IMAGE" 2>/dev/null; then
     [[ -n ${BASE_TAR:-} ]] && REPOS+=(localhost/soberana-base)
     for repo in "${REPOS[@]}"; do
         for old in $(podman images --format '{{.Repository}}:{{.Tag}}' "$repo"); do
-            [[ $old == "$IMAGE" || $old == "$DEPS" || $old == "$BASE" ]] || run podman rmi "$old"
+            # not fatal: a container may still run an older image (another checkout's test)
+            [[ $old == "$IMAGE" || $old == "$DEPS" || $old == "$BASE" ]] ||
+                podman rmi "$old" >>"$STEP_LOG" 2>&1 || say "  kept $old (in use)"
         done
     done
-    run podman image prune --force   # untagged layers that no named image builds on
+    # untagged layers that no named image builds on
+    podman image prune --force >>"$STEP_LOG" 2>&1 || say "  pruning failed: see $STEP_LOG"
     for dir in "$CACHE"/image-base-*; do
         [[ -z ${BASE_TAR:-} || $dir == "$(dirname "$BASE_TAR")" ]] || rm -rf "$dir"
     done
