@@ -54,8 +54,8 @@ def image() -> str:
 def podman_run(
     image: str, *args: str, name: str, kubeconfig: Path | None = None, entrypoint: str = ""
 ) -> list[str]:
-    """``podman run`` as the chart runs the pod: non-root, read-only root fs, /tmp writable (a
-    tmpfs here, an emptyDir in the chart), all capabilities dropped."""
+    """``podman run`` as the chart runs the pod: read-only root fs, /tmp writable (a tmpfs here,
+    an emptyDir in the chart), all capabilities dropped; the user is the image's own (65532)."""
     extra = [f"--volume={kubeconfig}:{IN_CONTAINER}:ro"] if kubeconfig else []
     extra += [f"--entrypoint={entrypoint}"] if entrypoint else []
     return [
@@ -67,7 +67,6 @@ def podman_run(
         "--network=host",
         "--ulimit=nofile=16384:16384",
         "--ulimit=nproc=4096:4096",
-        f"--user={UID}:{UID}",
         "--read-only",
         "--cap-drop=all",
         *extra,
@@ -76,17 +75,13 @@ def podman_run(
     ]
 
 
-@dataclass
 class Container:
-    """One detached-from-pytest container whose output goes to ``log``."""
+    """One container run by podman in the background; its output goes to ``log``."""
 
-    argv: list[str]
-    name: str
-    log: Path
-
-    def __post_init__(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+    def __init__(self, argv: list[str], name: str, log: Path) -> None:
+        self.name, self.log = name, log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -128,6 +123,12 @@ def start(
 # ------------------------------------------------------------------ the archive (acceptance)
 
 
+def oci_index(archive: tarfile.TarFile) -> Any:
+    member = archive.extractfile("index.json")
+    assert member is not None
+    return json.load(member)
+
+
 def oci_blob(archive: tarfile.TarFile, digest: str) -> Any:
     member = archive.extractfile("blobs/" + digest.replace(":", "/"))
     assert member is not None, digest
@@ -136,7 +137,7 @@ def oci_blob(archive: tarfile.TarFile, digest: str) -> Any:
 
 def test_archive_config_has_the_entrypoint_and_user(image: str) -> None:
     with tarfile.open(ARCHIVE) as archive:
-        index = oci_blob_index(archive)
+        index = oci_index(archive)
         manifests = index["manifests"]
         assert len(manifests) == 1
         manifest = oci_blob(archive, manifests[0]["digest"])
@@ -146,21 +147,13 @@ def test_archive_config_has_the_entrypoint_and_user(image: str) -> None:
     assert "HOME=/tmp" in config["Env"]
 
 
-def oci_blob_index(archive: tarfile.TarFile) -> Any:
-    member = archive.extractfile("index.json")
-    assert member is not None
-    return json.load(member)
-
-
 def test_unpacked_archive_runs_help_as_65532(image: str, tmp_path: Path) -> None:
     """``umoci unpack`` makes a runtime bundle from the archive alone; runc runs its entrypoint
     with the image's own user, read-only, and ``soberana --help`` exits 0."""
     layout = tmp_path / "layout"
     with tarfile.open(ARCHIVE) as archive:
         archive.extractall(layout, filter="tar")
-        tag = oci_blob_index(archive)["manifests"][0]["annotations"][
-            "org.opencontainers.image.ref.name"
-        ]
+        tag = oci_index(archive)["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
     bundle = tmp_path / "bundle"
     unpacked = subprocess.run(
         ["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)],
@@ -194,6 +187,7 @@ def test_unpacked_archive_runs_help_as_65532(image: str, tmp_path: Path) -> None
 
 
 def test_help_runs_as_65532_on_a_read_only_root(image: str) -> None:
+    """The image's own user (no --user given) and HOME, and no serving extra inside."""
     name = f"soberana-test-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
         podman_run(image, "--help", name=name), capture_output=True, text=True, timeout=120
