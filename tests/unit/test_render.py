@@ -600,3 +600,45 @@ async def test_the_operator_reports_an_unknown_gpu_model_on_the_sites_ready_cond
     assert ready["status"] == "True"
     assert "; ml/chat: GPU model" in ready["message"]
     assert "'RTX-4090' has no Ray accelerator type" in ready["message"]
+
+
+@pytest.mark.parametrize(
+    ("gpu_model", "ray_name"),
+    [
+        ("L4", "L4"),
+        ("A10", "A10G"),
+        ("A100-80GB", "A100"),
+        ("nvidia-a100-40g", "A100"),
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("H100-SXM5", "H100"),
+        ("h200", "H200"),
+        ("Tesla T4", "T4"),
+        ("L40S", "L40S"),
+        ("MI300X", "AMD-Instinct-MI300X-OAM"),
+        ("RTX-4090", None),
+        ("GH200", None),
+    ],
+)
+def test_gpu_models_map_to_rays_accelerator_names(gpu_model: str, ray_name: str | None) -> None:
+    assert ray_accelerator_type(gpu_model) == ray_name
+
+
+def test_the_accelerator_list_is_rays() -> None:
+    from ray.util.accelerators import accelerators
+
+    from soberana.operator.core.accelerators import RAY_ACCELERATOR_TYPES
+
+    names = {v for k, v in vars(accelerators).items() if k[0].isupper() and isinstance(v, str)}
+    gpus = {name for name in names if not name.startswith(("M1", "M2", "M3", "Apple", "aws"))}
+    assert names >= RAY_ACCELERATOR_TYPES
+    assert gpus - RAY_ACCELERATOR_TYPES <= {
+        "Ascend910B",
+        "Ascend910B4",
+        "MXC500",
+        "MXC550",
+        "FURIOSA_RNGD",
+        "MOBILINT_ARIES",
+        "MOBILINT_REGULUS",
+        "AMD-Radeon-R9-200-HD-7900",
+        "AMD-Radeon-HD-7900",
+    }
