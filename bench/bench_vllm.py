@@ -55,6 +55,7 @@ NAMESPACE, NAME = "bench", "chat"
 MODEL = f"{NAMESPACE}/{NAME}"
 REGION = "br-southeast"
 ENGINE_ARGS: dict[str, Any] = {"max_model_len": 2048}
+GPU_MEMORY_SHARE = 0.4  # both servers share the one GPU
 CPUS, MEMORY_GIB = 2, 4
 PROMPT = "Write a short story about a robot who learns to paint."
 VLLM, SOBERANA = "(a) vLLM", "(b) soberana"
@@ -202,6 +203,8 @@ def vllm_server(setup: Setup, work: Path) -> Iterator[str]:
     ]
     if setup.gpu is None:  # what soberana renders for a CPU-only replica of MEMORY_GIB
         argv += ["--kv-cache-memory-bytes", str(MEMORY_GIB * 1024**3 // 2)]
+    else:
+        argv += ["--gpu-memory-utilization", str(GPU_MEMORY_SHARE)]
     with _process(argv, work / "vllm-server.log", setup.root):
         _wait_http(f"http://127.0.0.1:{port}/health", "vLLM's server", 900)
         yield f"http://127.0.0.1:{port}/v1"
@@ -211,12 +214,14 @@ def vllm_server(setup: Setup, work: Path) -> Iterator[str]:
 def soberana_path(setup: Setup, work: Path) -> Iterator[str]:
     """(b) the rendered app on a Ray site from the vLLM env, behind ``soberana router``."""
     resources: dict[str, Any] = {"gpus": 0, "cpus": CPUS, "memoryGiB": MEMORY_GIB}
+    args = dict(ENGINE_ARGS)
     if setup.gpu is not None:
         resources = {"gpus": 1, "cpus": CPUS}
+        args["gpu_memory_utilization"] = GPU_MEMORY_SHARE
     spec = ModelDeploymentSpec.model_validate(
         {
             "model": {"uri": f"file://{setup.model}"},
-            "engine": {"name": "vllm", "args": ENGINE_ARGS},
+            "engine": {"name": "vllm", "args": args},
             "resources": resources,
             "traffic": [{"region": REGION}],
         }
