@@ -134,7 +134,7 @@ def measure(
     # a fresh Lease for every series
     kube.run("delete", "lease", LEASE, "-n", NAMESPACE, "--ignore-not-found")
     replicas = {
-        name: start(kubeconfig, name, timing, work / f"{label}-{name}.log")
+        name: start(kubeconfig, name, timing, work / f"{label}-{how.name}-{name}.log")
         for name in (f"{label}-a", f"{label}-b")
     }
     starts = dict.fromkeys(replicas, 1)
@@ -149,7 +149,7 @@ def measure(
             standby = next(name for name in replicas if name != leader)
             # the standby (maybe restarted by the last round) must be waiting before the leader
             # goes, and must have read the Lease at least once
-            log = work / f"{label}-{standby}.log"
+            log = work / f"{label}-{how.name}-{standby}.log"
             wait_for(
                 functools.partial(waiting, log, starts[standby]),
                 timeout=120, interval=0.2, what="the standby to wait",
@@ -169,7 +169,9 @@ def measure(
                     placed_at = now
                 time.sleep(0.1)
             replicas[leader].wait(timeout=60)
-            replicas[leader] = start(kubeconfig, leader, timing, work / f"{label}-{leader}.log")
+            replicas[leader] = start(
+                kubeconfig, leader, timing, work / f"{label}-{how.name}-{leader}.log"
+            )
             starts[leader] += 1
             if took_over is None or placed_at is None:
                 print(f"  {label} {how.name} round {round_}: no takeover within 120 s")
