@@ -137,7 +137,8 @@ fi
 if ! podman image exists "$IMAGE" 2>/dev/null; then
     HINT="read the log above: pip needs PyPI (and PIP_CERT if a proxy re-signs TLS); a Python error
     at the last step comes from the source (the build runs soberana --help)"
-    BUD=(buildah bud --isolation chroot --network host --layers --format oci --build-arg "BASE=$BASE")
+    BUD=(buildah bud --isolation chroot --network host --layers --force-rm --format oci
+        --build-arg "BASE=$BASE")
     CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
     [[ -s $CA ]] && BUD+=(--secret "id=pip-ca,src=$CA")
     # the dependencies stage gets a name of its own, so that pruning keeps its cached layers
