@@ -33,15 +33,14 @@ from soberana.operator.core.placement.arrays import (
     IntArray,
     SmallIntArray,
 )
-from soberana.operator.core.placement.problem import Assignment, Demand, Problem
+from soberana.operator.core.placement.constraints import Assignment, budget, spread
+from soberana.operator.core.placement.problem import Demand, Problem
 
 CORE = 3
 """The most pools in a core."""
 
 _NEAREST = {2: 8, 3: 4}
 """By core size: how many pools of each region (nearest, and best by cost plus latency) join."""
-
-_BUDGET_SLACK = 1e-9
 
 _CHUNK = 8192
 """Rows completed at once when scoring: bounds the memory of the intermediate arrays."""
@@ -186,9 +185,8 @@ class Candidates:
         value = (counts * np.where(present, values, 0.0)).sum(axis=1)
         money = (counts * self.price[members]).sum(axis=1)
         valid = (
-            (rest == 0)
-            & (present.sum(axis=1) >= self.min_sites[owner])
-            & (money <= self.budget[owner] * (1 + _BUDGET_SLACK))
+            spread.rows_admit(rest, present.sum(axis=1), self.min_sites[owner])
+            & budget.within(money, self.budget[owner])
             & np.isfinite(value)
         )
         return np.where(valid, value + self.latency[rows], np.inf), members, counts

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from soberana.operator.core.placement.eligibility import MEMORY_STEPS
+from soberana.operator.core.placement.constraints import Assignment
 from soberana.operator.core.placement.explain import Explainer
 from soberana.operator.core.placement.fast import solve_fast
 from soberana.operator.core.placement.optimal import solve_optimal
@@ -27,13 +27,8 @@ from soberana.operator.core.placement.plan import (
     SitePlacement,
     SiteUsage,
 )
-from soberana.operator.core.placement.problem import (
-    Assignment,
-    Demand,
-    Problem,
-    Solution,
-    build_problem,
-)
+from soberana.operator.core.placement.pools import MEMORY_STEPS
+from soberana.operator.core.placement.problem import Demand, Problem, Solution, build_problem
 from soberana.operator.core.placement.world import Allocation, Current, World
 
 Solver = Literal["fast", "optimal"]

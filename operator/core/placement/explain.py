@@ -26,8 +26,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from soberana.operator.core.placement.arrays import IntArray
-from soberana.operator.core.placement.eligibility import MEMORY_STEPS, Check
-from soberana.operator.core.placement.problem import Assignment, Demand, Problem
+from soberana.operator.core.placement.constraints import (
+    CHECKS,
+    CONSTRAINTS,
+    ORDER,
+    Assignment,
+    Fallen,
+    Usable,
+    cpu,
+    gpu,
+)
+from soberana.operator.core.placement.pools import gib
+from soberana.operator.core.placement.problem import Demand, Problem
 from soberana.operator.core.placement.world import Site
 
 _EXAMPLES = 3
@@ -99,11 +109,11 @@ class Explainer:
     def _capacity_line(self, demand: Demand, pools: list[int], free: list[int]) -> str:
         if demand.cpu_only:  # the site's CPU pool
             (pool,) = pools
-            return _cpu_line(demand, free[pool], self._pool_gpus[pool], self._memory(pool, free))
-        described = " and ".join(
-            f"{free[pool]} of {self._pool_gpus[pool]} {self._models[pool]}" for pool in pools
+            cores = (free[pool], self._pool_gpus[pool])
+            return cpu.capacity_line(demand, cores, self._memory(pool, free))
+        return gpu.capacity_line(
+            demand, [(self._models[pool], free[pool], self._pool_gpus[pool]) for pool in pools]
         )
-        return f"capacity: {described} GPUs free; a replica needs {demand.gpus}"
 
     def _memory(self, pool: int, free: list[int]) -> tuple[int, int]:
         """The CPU pool's free and total memory steps."""
@@ -151,74 +161,23 @@ def _screening_reason(problem: Problem, demand: Demand) -> str | None:
         return "no InferenceSite exists"
     if demand.pool.size:
         return None
-    spec, scope = demand.spec, _scope(demand)
     rejections = [problem.rejections[index] for index in demand.rejected.tolist()]
-    for check in Check:
-        fallen = [
-            site
-            for site, rejection in zip(problem.sites, rejections, strict=True)
-            if rejection.check == check
-        ]
-        if not fallen or any(rejection.check > check for rejection in rejections):
-            continue
-        examples = _examples(problem, demand, fallen)
-        match check:
-            case Check.JURISDICTION:
-                where = sorted({site.spec.jurisdiction for site in problem.sites})
-                return f"no site{scope} (sites are in {', '.join(where)})"
-            case Check.SELECTOR:
-                selector = spec.placement.site_selector
-                described = selector.describe() if selector is not None else ""
-                return f"no site{scope} matches placement.siteSelector {described} ({examples})"
-            case Check.UNHEALTHY | Check.CORDONED:
-                down = ", ".join(
-                    f"{site.name} {rejection.line.partition(':')[0]}"
-                    for site, rejection in zip(problem.sites, rejections, strict=True)
-                    if rejection.check in (Check.UNHEALTHY, Check.CORDONED)
-                )
-                return f"every matching site{scope} is unhealthy or cordoned ({down})"
-            case Check.GPU_MODEL:
-                models = ", ".join(spec.resources.gpu_models)
-                return f"no available site{scope} has GPU model {models} ({examples})"
-            case Check.GPU_MEMORY:
-                return (
-                    f"no available site{scope} has {_models(demand)} GPUs with "
-                    f"{spec.resources.gpu_memory_gib} GiB ({examples})"
-                )
-            case Check.GPU_COUNT:
-                return (
-                    f"no available site{scope} has {spec.resources.gpus} {_models(demand)} GPUs "
-                    f"in one pool for a replica ({examples})"
-                )
-            case Check.CPU_POOL:
-                return (
-                    f"no available site{scope} has a CPU pool (spec.cpus) for CPU-only replicas "
-                    f"({examples})"
-                )
-            case Check.CPU_COUNT:
-                return (
-                    f"no available site{scope} has the {demand.gpus} cores a replica needs in its "
-                    f"CPU pool ({examples})"
-                )
-            case Check.CPU_MEMORY:
-                return (
-                    f"no available site{scope} has the {_gib(demand.memory)} GiB a replica needs "
-                    f"in its CPU pool ({examples})"
-                )
-            case Check.LATENCY:
-                return f"no available site{scope} reaches any traffic region in time ({examples})"
-            case Check.BUDGET:
-                least, cheapest = min(
-                    (rejection.least_cost or 0.0, number)
-                    for number, rejection in enumerate(rejections)
-                    if rejection.check == check
-                )
-                return (
-                    f"the cheapest placement{scope} costs {least:.2f}/h (using "
-                    f"{problem.sites[cheapest].name}), over budget.maxHourlyCost "
-                    f"{demand.budget:.2f}"
-                )
-    return None
+    check = max((rejection.check for rejection in rejections), key=ORDER.__getitem__)
+    fallen = [
+        site
+        for site, rejection in zip(problem.sites, rejections, strict=True)
+        if rejection.check == check
+    ]
+    return CHECKS[check].unplaced(
+        Fallen(
+            placement=demand,
+            check=check,
+            sites=problem.sites,
+            rejections=rejections,
+            examples=_examples(problem, demand, fallen),
+            scope=_scope(demand),
+        )
+    )
 
 
 def _eligible_reason(problem: Problem, demand: Demand) -> str | None:
@@ -237,16 +196,12 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
     if total < demand.replicas and demand.cpu_only:
         details = ", ".join(
             f"{problem.sites[site].name}: {int(free[pool])} cores, "
-            f"{_gib(int(free[demand.pools + pool]))} GiB free"
+            f"{gib(int(free[demand.pools + pool]))} GiB free"
             for site, start, _, _ in eligible[: 2 * _EXAMPLES]
             for pool in demand.pool[start : start + 1].tolist()
         )
         more = ", ..." if len(eligible) > 2 * _EXAMPLES else ""
-        return (
-            f"needs {_counted(demand.replicas, 'replica')} x {_counted(demand.gpus, 'core')} "
-            f"and {_gib(demand.memory)} GiB{scope}, but eligible sites have room for {total} "
-            f"({details}{more})"
-        )
+        return cpu.room_line(demand, total, details + more, scope)
     if total < demand.replicas:
         details = ", ".join(
             f"{problem.sites[site].name}: "
@@ -257,11 +212,7 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
             for site, start, end, _ in eligible[: 2 * _EXAMPLES]
         )
         more = ", ..." if len(eligible) > 2 * _EXAMPLES else ""
-        return (
-            f"needs {_counted(demand.replicas, 'replica')} x "
-            f"{_counted(demand.gpus, _models(demand) + ' GPU')}{scope}, but eligible sites have "
-            f"room for {total} ({details}{more})"
-        )
+        return gpu.room_line(demand, total, details + more, scope)
     qualifier = "eligible site with free " + ("cores" if demand.cpu_only else "GPUs")
     return _set_reason(problem, demand, room, qualifier=qualifier, scope=scope)
 
@@ -269,48 +220,19 @@ def _free_capacity_reason(problem: Problem, demand: Demand, free: IntArray) -> s
 def _set_reason(
     problem: Problem, demand: Demand, room: IntArray, *, qualifier: str, scope: str
 ) -> str | None:
-    """Coverage, minSites and budget over the options with ``room``, or None when they hold."""
-    usable = np.flatnonzero(room > 0)
-    slo = demand.spec.latency_slo_ms
-    for region, source in enumerate(demand.spec.traffic):
-        if not np.isfinite(demand.reach[region, usable]).any():
-            within = (
-                f"within latencySLOms {slo}" if slo is not None else "(none lists it in latencyMs)"
-            )
-            return (
-                f"no {qualifier}{scope} reaches {source.region} {within}"
-                f"{_full_or_nearest(problem, demand, region, usable)}"
-            )
-    sites = [problem.sites[site].name for site in np.unique(demand.site[usable]).tolist()]
-    if len(sites) < demand.min_sites:
-        return (
-            f"placement.minSites is {demand.min_sites} but only {len(sites)} {qualifier}s{scope} "
-            f"({', '.join(sites) or 'none'})"
-        )
-    cheapest = _cheapest_cost(demand, usable, room)
-    if cheapest > demand.budget * (1 + 1e-9):
-        return (
-            f"the cheapest placement on {qualifier}s{scope} costs {cheapest:.2f}/h, over "
-            f"budget.maxHourlyCost {demand.budget:.2f}"
-        )
-    return None
-
-
-def _cheapest_cost(demand: Demand, usable: IntArray, room: IntArray) -> float:
-    """A lower bound on cost: the minSites cheapest sites once, the rest on the cheapest room."""
-    by_price = sorted(usable.tolist(), key=lambda option: (demand.price[option], option))
-    cost, placed, sites = 0.0, 0, set[int]()
-    for option in by_price:
-        site = int(demand.site[option])
-        if site not in sites and len(sites) < demand.min_sites:
-            sites.add(site)
-            cost += float(demand.price[option])
-            placed += 1
-    for option in by_price:
-        extra = min(int(room[option]) - 1, demand.replicas - placed)
-        cost += extra * float(demand.price[option])
-        placed += extra
-    return cost
+    """What the options with ``room`` cannot do together (coverage, minSites, budget), or None
+    when they can."""
+    usable = Usable(
+        placement=demand,
+        sites=problem.sites,
+        options=np.flatnonzero(room > 0),
+        room=room,
+        qualifier=qualifier,
+        scope=scope,
+    )
+    return next(
+        (reason for constraint in CONSTRAINTS if (reason := constraint.shortfall(usable))), None
+    )
 
 
 @dataclass(frozen=True)
@@ -345,31 +267,6 @@ class _Reference:
         )
 
 
-def _full_or_nearest(problem: Problem, demand: Demand, region: int, usable: IntArray) -> str:
-    """The sites in reach of ``region`` that are full or, if none is, the nearest usable one."""
-    in_reach = np.flatnonzero(np.isfinite(demand.reach[region]))
-    full = sorted(
-        {
-            (float(demand.reach[region, option]), problem.sites[demand.site[option]].name)
-            for option in in_reach
-        }
-    )
-    if full:
-        described = ", ".join(f"{site} at {ms:.0f} ms" for ms, site in full[:_EXAMPLES])
-        return f" ({described}: no free {'cores' if demand.cpu_only else 'GPUs'})"
-    name = demand.spec.traffic[region].region
-    candidates = set(demand.site[usable].tolist())
-    trips = [
-        (site.spec.latency_ms[name], site.name)
-        for number, site in enumerate(problem.sites)
-        if number in candidates and name in site.spec.latency_ms
-    ]
-    if not trips:
-        return ""
-    ms, nearest = min(trips)
-    return f" (nearest: {nearest} at {ms} ms)"
-
-
 def _examples(problem: Problem, demand: Demand, sites: Sequence[Site]) -> str:
     number = {site.name: index for index, site in enumerate(problem.sites)}
     shown = []
@@ -380,27 +277,6 @@ def _examples(problem: Problem, demand: Demand, sites: Sequence[Site]) -> str:
     if len(sites) > _EXAMPLES:
         shown.append(f"{len(sites) - _EXAMPLES} more")
     return "; ".join(shown)
-
-
-def _cpu_line(demand: Demand, cores: int, total: int, memory: tuple[int, int]) -> str:
-    """Why a CPU pool has no room for a replica: its cores, or else its memory."""
-    if cores < demand.gpus:
-        return f"cpus: needs {demand.gpus}, {cores} of {total} free"
-    free, pool = memory
-    return f"memory: needs {_gib(demand.memory)} GiB, {_gib(free)} of {_gib(pool)} GiB free"
-
-
-def _gib(steps: int) -> str:
-    """Memory steps in GiB, as people write them: 8, 0.5."""
-    return f"{steps / MEMORY_STEPS:g}"
-
-
-def _counted(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _models(demand: Demand) -> str:
-    return "/".join(demand.spec.resources.gpu_models) or "any-model"
 
 
 def _scope(demand: Demand) -> str:

@@ -49,13 +49,8 @@ import numpy as np
 
 from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray
 from soberana.operator.core.placement.candidates import Candidates, Scored, build
-from soberana.operator.core.placement.problem import (
-    DRAIN_PENALTY,
-    Assignment,
-    Demand,
-    Problem,
-    Solution,
-)
+from soberana.operator.core.placement.constraints import Assignment
+from soberana.operator.core.placement.problem import DRAIN_PENALTY, Demand, Problem, Solution
 from soberana.operator.core.placement.relaxation import Prices, rearrange, relax
 from soberana.operator.core.placement.search import best_assignment, better
 

@@ -34,14 +34,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import-untyped]
 from scipy.sparse import csr_array  # type: ignore[import-untyped]
 
+from soberana.operator.core.placement.constraints import Assignment, budget
 from soberana.operator.core.placement.options import PlacementOptions
-from soberana.operator.core.placement.problem import (
-    DRAIN_PENALTY,
-    Assignment,
-    Demand,
-    Problem,
-    Solution,
-)
+from soberana.operator.core.placement.problem import DRAIN_PENALTY, Demand, Problem, Solution
 
 
 def solve_optimal(problem: Problem, fast: Solution, options: PlacementOptions) -> Solution | None:
@@ -147,7 +142,7 @@ class _Model:
             self._row([*shares, (p, -1.0)], 0.0, 0.0)
         if np.isfinite(demand.budget):
             terms = [(x, float(demand.price[o])) for o, x in enumerate(columns.replicas)]
-            self._row(terms, -np.inf, demand.budget * (1 + 1e-9))
+            self._row(terms, -np.inf, budget.limit(demand.budget))
         if demand.current is not None:
             # keeping avoids the stability penalty; for a draining deployment it costs instead
             keep_cost = (

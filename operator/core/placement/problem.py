@@ -42,21 +42,16 @@ import numpy as np
 
 from soberana.operator.core.api import ModelDeploymentSpec, Strategy
 from soberana.operator.core.placement.arrays import BoolArray, FloatArray, IntArray, RejectionArray
-from soberana.operator.core.placement.eligibility import (
-    CORDONED,
+from soberana.operator.core.placement.constraints import (
+    CONSTRAINTS,
     PASSED,
-    Pool,
+    Assignment,
     Rejection,
-    Screening,
-    replica_memory,
-    replica_units,
-    screen,
 )
+from soberana.operator.core.placement.eligibility import Screening, screen
 from soberana.operator.core.placement.options import PlacementOptions
+from soberana.operator.core.placement.pools import Pool, replica_memory, replica_units
 from soberana.operator.core.placement.world import Allocation, Current, Deployment, Site, World
-
-Assignment = tuple[tuple[int, int], ...]
-"""One deployment's placement: (option index, replicas) pairs in option order."""
 
 Solution = dict[str, Assignment]
 """Assignments of the placed deployments, by deployment key."""
@@ -67,8 +62,6 @@ STRATEGY_WEIGHTS: Mapping[Strategy, tuple[float, float]] = {
     Strategy.BALANCED: (0.5, 0.5),
 }
 """(cost weight, latency weight) of each strategy."""
-
-_BUDGET_SLACK = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,16 +160,7 @@ class Demand:
 
     def admits(self, assignment: Assignment) -> bool:
         """Whether ``assignment`` meets every hard constraint except the shared capacity."""
-        options = [option for option, _ in assignment]
-        sites = self.site[options]
-        return (
-            sum(replicas for _, replicas in assignment) == self.replicas
-            and all(replicas >= 1 for _, replicas in assignment)
-            and len(set(sites.tolist())) == len(options) >= self.min_sites
-            and (not self.keep_only[options].any() or assignment == self.current)
-            and math.isfinite(self.latency(assignment))
-            and self.cost(assignment) <= self.budget * (1 + _BUDGET_SLACK)
-        )
+        return all(constraint.admits(self, assignment) for constraint in CONSTRAINTS)
 
     def regions_served(self, assignment: Assignment) -> dict[int, list[str]]:
         """The traffic regions each option of ``assignment`` is the nearest chosen site for."""
@@ -329,22 +313,44 @@ def _demand(
     rejected = screening.rejected[row]
     pool = np.flatnonzero(screening.fits[row])
     site = screening.pool_site[pool]
-    units, memory = replica_units(spec), replica_memory(spec)
-    price = units * layout.hourly_cost[pool]
+    price = replica_units(spec) * layout.hourly_cost[pool]
     trips = screening.trips[screening.traffic_start[row] : screening.traffic_start[row + 1]]
     reach = trips[:, site]
     keep_only = layout.cordoned[site]
-    current = _keepable(spec, pool, site, price, reach, running, layout, (units, memory))
-    if current is None and keep_only.any():
-        rejected[site[keep_only]] = CORDONED
-        kept = ~keep_only
-        pool, site, price, reach, keep_only = (
-            pool[kept],
-            site[kept],
-            price[kept],
-            reach[:, kept],
-            keep_only[kept],
+    demand = _options(deployment, rejected, pool, site, price, reach, keep_only, settings, layout)
+    kept = _keepable(demand, running, layout)
+    if kept is not None:
+        return kept
+    if keep_only.any():
+        rejected[site[keep_only]] = screening.cordoned
+        free = ~keep_only
+        demand = _options(
+            deployment,
+            rejected,
+            pool[free],
+            site[free],
+            price[free],
+            reach[:, free],
+            keep_only[free],
+            settings,
+            layout,
         )
+    return demand
+
+
+def _options(
+    deployment: Deployment,
+    rejected: RejectionArray,
+    pool: IntArray,
+    site: IntArray,
+    price: FloatArray,
+    reach: FloatArray,
+    keep_only: BoolArray,
+    settings: PlacementOptions,
+    layout: _Layout,
+) -> Demand:
+    """The demand of ``deployment`` with these options, and no running placement kept."""
+    spec = deployment.spec
     weights = np.array([source.weight for source in spec.traffic], dtype=np.float64)
     weights /= max(weights.sum(), 1.0)
     cost_weight, latency_weight = STRATEGY_WEIGHTS[spec.placement.strategy]
@@ -356,7 +362,7 @@ def _demand(
         key=deployment.key,
         rank=0,  # set once every demand is known
         replicas=spec.reserved_replicas,
-        gpus=units,
+        gpus=replica_units(spec),
         min_sites=spec.placement.min_sites,
         budget=spec.budget.max_hourly_cost if spec.budget is not None else math.inf,
         rejected=rejected,
@@ -368,49 +374,30 @@ def _demand(
         weights=weights,
         cost_weight=cost_weight / max(best_cost, settings.cost_floor),
         latency_weight=latency_weight / max(best_latency, settings.latency_floor_ms),
-        current=current,
+        current=None,
         keep_only=keep_only,
-        memory=memory,
-        pools=len(screening.pools),
+        memory=replica_memory(spec),
+        pools=len(layout.screening.pools),
     )
 
 
-def _keepable(
-    spec: ModelDeploymentSpec,
-    pool: IntArray,
-    site: IntArray,
-    price: FloatArray,
-    reach: FloatArray,
-    running: Sequence[Allocation],
-    layout: _Layout,
-    needs: tuple[int, int],
-) -> Assignment | None:
-    """The running placement as an assignment, if it still meets every hard constraint alone;
-    ``needs`` are one replica's units and memory steps."""
-    units, memory = needs
-    pools = len(layout.screening.pools)
+def _keepable(demand: Demand, running: Sequence[Allocation], layout: _Layout) -> Demand | None:
+    """``demand`` keeping its running placement, if that placement still meets every hard
+    constraint alone (shared capacity: it fits in the pools on their own)."""
     if not running:
         return None
     pairs = []
+    pool, pools = demand.pool, len(layout.screening.pools)
     for allocation in running:
         wanted = layout.pool_index.get((allocation.site, allocation.gpu_model))
         number = int(np.searchsorted(pool, wanted)) if wanted is not None else pool.size
         if wanted is None or number == pool.size or pool[number] != wanted:
             return None
-        if allocation.replicas < 1 or layout.capacity[wanted] < allocation.replicas * units:
+        if layout.capacity[wanted] < allocation.replicas * demand.gpus:
             return None
-        if layout.capacity[pools + wanted] < allocation.replicas * memory:
+        if layout.capacity[pools + wanted] < allocation.replicas * demand.memory:
             return None
         pairs.append((number, allocation.replicas))
-    chosen = [number for number, _ in pairs]
-    cost = sum(float(price[number]) * replicas for number, replicas in pairs)
-    budget = spec.budget.max_hourly_cost if spec.budget is not None else math.inf
-    if (
-        len(set(site[chosen].tolist())) != len(chosen)
-        or len(chosen) < spec.placement.min_sites
-        or sum(replicas for _, replicas in pairs) != spec.reserved_replicas
-        or not np.isfinite(reach[:, chosen]).any(axis=1).all()
-        or cost > budget * (1 + _BUDGET_SLACK)
-    ):
-        return None
-    return tuple(sorted(pairs))
+    current = tuple(sorted(pairs))
+    keeping = replace(demand, current=current)
+    return keeping if keeping.admits(current) else None

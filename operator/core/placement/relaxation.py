@@ -37,7 +37,8 @@ from scipy.sparse import csc_array, csr_array, diags_array  # type: ignore[impor
 
 from soberana.operator.core.placement.arrays import AnyIntArray, FloatArray, IntArray
 from soberana.operator.core.placement.candidates import Candidates, Scored
-from soberana.operator.core.placement.problem import DRAIN_PENALTY, Assignment, Problem, Solution
+from soberana.operator.core.placement.constraints import Assignment
+from soberana.operator.core.placement.problem import DRAIN_PENALTY, Problem, Solution
 
 UNPLACED = 1e4
 """What leaving a deployment out costs the LP, per GPU (times 1 to 2 by contention rank)."""

@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 from soberana.operator.core.placement.arrays import FloatArray, IntArray
-from soberana.operator.core.placement.problem import Assignment, Demand
+from soberana.operator.core.placement.constraints import Assignment, budget
+from soberana.operator.core.placement.problem import Demand
 
 _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
@@ -127,11 +128,7 @@ def _scores_with(
     else:
         uncovered = np.zeros(candidates.size, dtype=np.int64)
         latency = np.zeros(candidates.size)
-    over_budget = (
-        np.maximum(cost - demand.budget, 0.0) / max(demand.budget, 1e-9)
-        if math.isfinite(demand.budget)
-        else 0.0
-    )
+    over_budget = budget.overrun(cost, demand.budget)
     infeasibility = max(demand.min_sites - sites, 0) + uncovered + shortfall + over_budget
     objective = demand.cost_weight * cost + demand.latency_weight * latency
     scores: FloatArray = _INFEASIBILITY_WEIGHT * infeasibility + objective
