@@ -21,9 +21,11 @@ import click
 def demo(once: bool, state_dir: Path | None) -> None:
     """Sites, placement, serving, routing and failover, live on this machine.
 
-    Starts the local control plane (unless KUBECONFIG names a cluster), two Ray clusters as sites,
-    the operator and the router; applies examples/demo; shows the placement and why; sends real
-    requests through the router; stops one site and shows traffic move while residency holds.
+    Starts the local control plane (unless KUBECONFIG names a cluster), three Ray clusters as
+    sites (one a CPU-only edge box), the operator and the router; applies examples/demo; shows
+    the placement and why; sends real requests through the router and streams a chat with
+    SmolLM2 (llama.cpp) with the openai client; stops one site and shows traffic move while
+    residency holds.
     """
     from soberana.operator.devenv.demo import default_state_dir, run
 

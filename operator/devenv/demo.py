@@ -1,8 +1,10 @@
 """``soberana demo``: the whole system on one machine, step by step, with what it shows a person.
 
-A real API server (the local control plane, or the cluster ``$KUBECONFIG`` names), two real Ray
-clusters as the São Paulo and Santiago sites, the operator and the router as real processes, and
-the scenario in ``examples/demo/``. Every step says what it does and whether it worked; a failed
+A real API server (the local control plane, or the cluster ``$KUBECONFIG`` names), three real Ray
+clusters as the São Paulo and Santiago sites and a CPU-only edge box in Lima, the operator and the
+router as real processes, and the scenario in ``examples/demo/``: a scripted model on GPUs and a
+real chat model (SmolLM2 as a GGUF, served by llama.cpp on CPUs), streamed through the router with
+the ``openai`` client. Every step says what it does and whether it worked; a failed
 step stops the demo with the reason. Everything the demo started is stopped at the end.
 """
 
@@ -135,17 +137,29 @@ def _scenario(demo: Demo) -> None:
         demo.kubectl = [str(binaries.kubectl), f"--kubeconfig={kubeconfig}"]
         say(f"    kubeconfig: {kubeconfig}")
 
-    with demo.step("A tiny model, made on the spot (no download)"):
-        from soberana.operator.devenv.tinymodels import SCRIPTED_FEATURES, make_scripted_model
+    with demo.step("The models: a tiny scripted one made on the spot, SmolLM2 from its package"):
+        from soberana.operator.devenv.tinymodels import (
+            SCRIPTED_FEATURES,
+            make_scripted_model,
+            smollm2_gguf,
+        )
 
-        model = make_scripted_model(state / "models" / "scorer")
-        say(f"    {model}")
+        models = Models(make_scripted_model(state / "models" / "scorer"), smollm2_gguf())
+        say(f"    {models.scripted}")
+        say(f"    {models.gguf}")
 
-    with demo.step("Two Ray clusters as sites: São Paulo (BR) and Santiago (CL)"):
+    with demo.step("Three Ray clusters as sites: São Paulo (BR), Santiago (CL), Lima (PE, edge)"):
         sites = {}
-        for name, ports in (("sao-paulo", (22000, 22499)), ("santiago", (22500, 22999))):
+        for name, ports, gpus in (
+            ("sao-paulo", (22000, 22499), 2),
+            ("santiago", (22500, 22999), 2),
+            ("lima-edge", (23000, 23499), 0),
+        ):
             say(f"    starting {name} (ray start --head, then Serve)...")
-            site = start_ray_site(name, state, worker_ports=ports)
+            accelerators = ("L4",) if gpus else ()
+            site = start_ray_site(
+                name, state, worker_ports=ports, num_gpus=gpus, accelerators=accelerators
+            )
             demo.started.callback(site.stop)
             sites[name] = site
             say(f"    {name}: dashboard {site.dashboard_url}, Serve {site.serve_url}")
@@ -183,13 +197,13 @@ def _scenario(demo: Demo) -> None:
         for file in ("sites.yaml", "deployments.yaml"):
             for document in yaml.safe_load_all((SCENARIO / file).read_text()):
                 if document:
-                    documents.append(_localised(document, sites, model))
+                    documents.append(_localised(document, sites, models))
         demo.run_kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
         say(f"    applied {len(documents)} objects")
 
     with demo.step("Placement, deployment and status (kubectl get isite,mdep)"):
-        say("    waiting until fraud-scoring and citizen-helper serve (Available=True)...")
-        for name in ("fraud-scoring", "citizen-helper"):
+        say("    waiting until fraud-scoring, citizen-helper and smol-chat are Available...")
+        for name in ("fraud-scoring", "citizen-helper", "smol-chat"):
 
             def available(name: str = name) -> bool:
                 return bool(demo.condition(name, "Available").get("status") == "True")
@@ -267,6 +281,10 @@ def _scenario(demo: Demo) -> None:
                 )
         say("    the nearest compliant site serves; citizen-helper is served in BR even for Chile")
 
+    with demo.step("A chat with SmolLM2 through the router, streamed (openai client)"):
+        served_by = _chat(demo, router_url, "pe-south", "lima-edge-local")
+        say(f"    streamed by {served_by}, the CPU-only edge box nearest to Peru")
+
     with demo.step("Failover: the São Paulo site goes down"):
         sites["sao-paulo"].stop()
         say("    São Paulo's Ray cluster is stopped")
@@ -279,6 +297,19 @@ def _scenario(demo: Demo) -> None:
         if status != 503 or body["error"]["code"] != "no_compliant_site":
             raise DemoError(f"citizen-helper must not leave BR: got {status} {body}")
         say(f"    citizen-helper is refused, never sent abroad: {body['error']['message']}")
+        say("    smol-chat from Brazil fails over to the edge box in Peru (BR and PE allowed):")
+        _chat(demo, router_url, "br-southeast", "lima-edge-local")
+        status, _, body = _http(
+            "POST",
+            f"{router_url}/v1/chat/completions",
+            {"model": f"{NAMESPACE}/smol-chat", "messages": CHAT, "max_tokens": 8},
+            {"X-Soberana-Region": "br-southeast", "X-Soberana-Residency": "BR"},
+        )
+        code = (body or {}).get("error", {}).get("code")
+        say(f"    smol-chat from Brazil, data must stay in BR -> HTTP {status} ({code})")
+        if status != 503 or code != "no_compliant_site":
+            raise DemoError(f"smol-chat restricted to BR must be refused: got {status} {body}")
+        say(f"    refused, never sent to Peru: {body['error']['message']}")
         say(f"    after {GRACE_S}s unreachable, the operator re-places:")
         wait_for(
             lambda: (
@@ -301,14 +332,65 @@ def _scenario(demo: Demo) -> None:
         say(f"    citizen-helper: {demo.condition('citizen-helper', 'Placed')['message']}")
 
 
-def _localised(document: dict[str, Any], sites: dict[str, RaySite], model: Path) -> dict[str, Any]:
-    """A scenario object with the URLs of the Ray clusters started here and the model made here."""
+@dataclass(frozen=True)
+class Models:
+    """The demo's model files: the scripted one made here, and SmolLM2's GGUF."""
+
+    scripted: Path
+    gguf: Path
+
+
+CHAT = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "In one sentence: why run AI models close to their users?"},
+]
+
+
+def _chat(demo: Demo, router_url: str, region: str, expected: str) -> str:
+    """Stream a chat completion from smol-chat through the router as a client in ``region``,
+    printing the text as it arrives; the site that served it, which must be ``expected``."""
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{router_url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=120,
+        default_headers={"X-Soberana-Region": region},
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model=f"{NAMESPACE}/smol-chat", messages=CHAT, max_tokens=48, temperature=0, stream=True
+    )
+    site = raw.headers.get("X-Soberana-Site", "-")
+    demo.say(f"    smol-chat from {region} -> served by {site}:")
+    line = "      "
+    pieces = 0
+    for chunk in raw.parse():
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            pieces += 1
+            line += text
+            if "\n" in line or len(line) > 96:
+                demo.say(line.rstrip().replace("\n", " "))
+                line = "      "
+    if line.strip():
+        demo.say(line.rstrip())
+    if site != expected or pieces < 2:
+        raise DemoError(f"smol-chat from {region}: expected a stream from {expected}, got {site}")
+    return site
+
+
+def _localised(
+    document: dict[str, Any], sites: dict[str, RaySite], models: Models
+) -> dict[str, Any]:
+    """A scenario object with the URLs of the Ray clusters started here and the model files."""
     name = document["metadata"]["name"].removesuffix("-local")
     if document["kind"] == "InferenceSite" and name in sites:
         ray = document["spec"]["backend"]["ray"]
         ray["dashboardURL"], ray["serveURL"] = sites[name].dashboard_url, sites[name].serve_url
     if document["kind"] == "ModelDeployment":
-        document["spec"]["model"]["uri"] = f"file://{model}"
+        gguf = document["spec"]["model"].get("format") == "gguf"
+        document["spec"]["model"]["uri"] = (models.gguf if gguf else models.scripted).as_uri()
     return document
 
 

@@ -32,6 +32,10 @@ def test_demo_once(tmp_path: Path) -> None:
     assert "no site in allowed jurisdictions [DE]" in output
     assert "served by santiago-local" in output
     assert "(no_compliant_site)" in output
+    # the chat model: streamed from the edge box, failed over to it, refused outside BR
+    assert "smol-chat from pe-south -> served by lima-edge-local" in output
+    assert "smol-chat from br-southeast -> served by lima-edge-local" in output
+    assert "smol-chat from Brazil, data must stay in BR -> HTTP 503 (no_compliant_site)" in output
     # everything the demo started is gone
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
