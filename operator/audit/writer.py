@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 LOG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SEGMENT_FILE = re.compile(r"^(?P<log>.+)-(?P<segment>\d{8})\.jsonl$")
-_BATCH = 256  # records chained between writes: each write lets the request threads run
+_WAKE_AT = 256  # queued records that wake the writer before its interval
+_BATCH = 32  # records chained between writes: each write lets the event loop's thread run
 
 Builder = Callable[[Any], Mapping[str, Any]]
 """Turns a submitted item into a record's fields (``kind`` included; ``time`` is added)."""
@@ -135,7 +136,7 @@ class AuditWriter:
                 self.dropped += 1
             return False
         self._queue.append((self._clock() if at is None else at, build, item))
-        if len(self._queue) >= _BATCH:
+        if len(self._queue) >= _WAKE_AT:
             self._wake.set()
         return True
 
