@@ -182,7 +182,8 @@ def test_a_gguf_chat_model_on_a_cpu_only_site_streams_through_the_router(
 
         wait_for(refused, timeout=60, interval=0.5, what="big refused placement")
         message = conditions(cluster, namespace, "big")["Placed"]["message"]
-        assert "cpus" in message, message
+        assert f"{CPU_COUNT * 8} cores" in message, message
+        assert "CPU pool" in message, message
 
         # a gguf model that is not a .gguf file is refused at the API, naming the field
         not_gguf = chat_deployment("notgguf", namespace, "file:///models/smollm2/")
@@ -192,9 +193,10 @@ def test_a_gguf_chat_model_on_a_cpu_only_site_streams_through_the_router(
         assert applied.returncode != 0
         assert "spec.model.uri" in applied.stderr, applied.stderr
     finally:
+        # while the operator runs: it takes the applications down and releases the finalizers
+        cluster.kubectl("delete", "mdep", "--all", "-n", namespace, "--timeout=90s", check=False)
         router.terminate()
         router.wait(timeout=30)
         operator.stop()
         print(f"---- operator log ----\n{operator.log.read_text()[-10000:]}")
-        cluster.kubectl("delete", "mdep", "--all", "-n", namespace, "--timeout=120s", check=False)
         cluster.kubectl("delete", "isite", site, "--wait=false", check=False)
