@@ -194,7 +194,11 @@ class Forwarder:
                 waited = self._clock() - started
                 self._metrics.upstream_latency(site.name).observe(waited)
                 if upstream.status >= 500:
-                    result.server_error = await self._buffered(upstream, site.name)
+                    result.server_error = (
+                        await self._buffered(upstream, site.name)
+                        if self._fits_buffer(upstream)  # else never held whole: its status only
+                        else Response(upstream.status, ((SITE_HEADER, site.name.encode()),))
+                    )
                     # the site answered: its connection is sound, whatever the request did;
                     # only the breaker's probe tells of the site itself
                     if probe:

@@ -427,3 +427,23 @@ async def test_connections_over_the_limit_get_503(setup: Setup) -> None:
     await until(lambda: setup.connections() == 0, "the held connections closed")
     answer = await setup.exchange(b"GET /healthz HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
     assert status_of(answer) == 200
+
+
+async def test_a_5xx_too_large_to_buffer_is_passed_on_without_its_body() -> None:
+    async def failing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 65536
+        for _ in range(64):  # 4 MiB, more than the router buffers
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(failing, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, router_for({"br1": url, "scl1": url}, RouterSettings(), keys=False) as r:
+        setup = Setup(r[1], r[0], {}, r[2])
+        answer = await setup.exchange(post("/models/ml/br-only/x", b"{}", None))
+        assert status_of(answer) == 500
+        assert len(answer) < 64 * 1024
