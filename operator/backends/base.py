@@ -31,6 +31,9 @@ class SiteReport:
     applications: Mapping[str, AppObservation] = field(default_factory=dict)
     foreign: tuple[str, ...] = ()  # applications soberana did not create: reported, never deleted
     present: frozenset[str] = frozenset()  # every application name there, even while deleting
+    # soberana's applications as the site runs them (Serve app configs by name), where the
+    # backend can tell; lets a new operator adopt a site that already runs its config
+    deployed: Mapping[str, Mapping[str, Any]] | None = None
     version: str = ""
 
 

@@ -146,6 +146,13 @@ class RayDashboardBackend:
             ),
             present=frozenset(applications),
             version=str((version or {}).get("ray_version", "")),
+            deployed={
+                name: app["deployed_app_config"]
+                for name, app in applications.items()
+                if owned(app)
+                and app.get("status") != "DELETING"
+                and isinstance(app.get("deployed_app_config"), Mapping)
+            },
         )
 
     async def close(self) -> None:

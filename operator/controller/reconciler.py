@@ -237,6 +237,7 @@ class Reconciler:
         solve_s = time.monotonic() - solving
         self._deploy(plan, world, agents)
         observed = _observations(plan, agents, name_conflicts(world.deployments))
+        unlooked = self._unlooked()
         result = ReconcileResult(
             plan=plan, invalid=[bad.key for bad in [*bad_sites, *bad_deployments]], solve_s=solve_s
         )
@@ -250,7 +251,8 @@ class Reconciler:
         updates = {
             update.key: update
             for update in (
-                self._deployment_update(d, plan, raw_by_key, observed, now) for d in deployments
+                self._deployment_update(d, plan, raw_by_key, observed, unlooked, now)
+                for d in deployments
             )
         }
         # releases before grants, so that no crash between writes over-commits a pool
@@ -325,6 +327,12 @@ class Reconciler:
             await self.fleet.stop()
 
     # ------------------------------------------------------------------ sites
+
+    def _unlooked(self) -> frozenset[str]:
+        """Sites whose agent has not looked at them yet (just after a start or a takeover)."""
+        return frozenset(
+            name for name, agent in self._agents().items() if agent.health().reachable is None
+        )
 
     def _agents(self) -> Mapping[str, SiteAgent]:
         return self.fleet.agents() if self.fleet is not None else {}
@@ -443,6 +451,7 @@ class Reconciler:
         plan: Plan,
         raw_by_key: Mapping[str, RawObject],
         observed: Mapping[str, Mapping[str, Observation]],
+        unlooked: frozenset[str],
         now: dt.datetime,
     ) -> _StatusUpdate:
         key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
@@ -453,7 +462,7 @@ class Reconciler:
             plan.deployments[key],
             previous=previous,
             generation=deployment.metadata.generation,
-            observed=observed.get(key, {}),
+            observed={**_carried(previous, unlooked), **observed.get(key, {})},
             now=now,
         )
         return _StatusUpdate(key, raw, previous, previous_json, new, _json(new))
@@ -585,6 +594,8 @@ def _observations(
             if agent is None:
                 continue
             health = agent.health()
+            if health.reachable is None:
+                continue  # not looked at yet: the status keeps what it said (see _carried)
             if key in not_deployed:
                 observation = Observation(PlacementState.FAILED, 0, not_deployed[key])
             elif health.reachable is False:
@@ -600,6 +611,19 @@ def _observations(
                 observation = Observation(PlacementState.DEPLOYING, 0, "not started yet")
             observed.setdefault(key, {})[placement.site] = observation
     return observed
+
+
+def _carried(
+    previous: ModelDeploymentStatus | None, unlooked: frozenset[str]
+) -> dict[str, Observation]:
+    """What the status said about sites not looked at yet, so a restart does not flap it."""
+    if previous is None or not unlooked:
+        return {}
+    return {
+        placement.site: Observation(placement.state, placement.ready_replicas)
+        for placement in previous.placements
+        if placement.site in unlooked
+    }
 
 
 def _still_running(key: str, agents: Mapping[str, SiteAgent]) -> bool:

@@ -133,9 +133,15 @@ class SiteAgent:
             if self._backend is None:
                 self._backend = await self._make_backend()
             if self._desired is not None and not self.converged:
-                await self._backend.apply(self._desired)
+                if self._applied is None and runs(await self._backend.observe(), self._desired):
+                    # a restarted or newly elected operator: nothing to re-apply
+                    log.info(
+                        "site %s already runs Serve config %s", self.name, self._desired_digest
+                    )
+                else:
+                    await self._backend.apply(self._desired)
+                    log.info("site %s: applied Serve config %s", self.name, self._desired_digest)
                 self._applied, self._applied_digest = self._desired, self._desired_digest
-                log.info("site %s: applied Serve config %s", self.name, self._desired_digest)
             self._report = await self._backend.observe()
             self._reachable, self._message = True, f"Ray {self._report.version}".strip()
             self._unreachable_since = None
@@ -146,6 +152,17 @@ class SiteAgent:
             if self._unreachable_since is None:
                 self._unreachable_since = self._clock()
         return before != (self._reachable, self._message, self._applied_digest, self._report)
+
+
+def runs(report: SiteReport, config: ServeConfig) -> bool:
+    """Whether the site runs exactly ``config``'s applications, as the backend reports them.
+
+    Compared as values, not by hash: Ray hands numbers back as floats (``1073741824.0``).
+    """
+    if report.deployed is None:
+        return False
+    wanted = {str(app["name"]): app for app in config.get("applications", [])}
+    return dict(report.deployed) == wanted
 
 
 class SiteFleet:

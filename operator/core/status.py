@@ -250,6 +250,13 @@ def site_status(
         kind, state, reason, message = parts[-1]
         parts[-1] = (kind, state, reason, "; ".join([message, *warnings]))
     conditions = [stamp(*part) for part in parts]
+    if check is not None and check.reachable is None:
+        # not looked at yet (a restart or a takeover): what the last look found still stands
+        conditions = [
+            c
+            for c in conditions
+            if c.type != REACHABLE or not any(old.type == REACHABLE for old in base.conditions)
+        ]
     return base.model_copy(
         update={
             "gpus_allocated": usage.gpus_allocated,

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from soberana.operator.backends.base import SiteReport
+from soberana.operator.backends.base import AppObservation, SiteReport
 from soberana.operator.controller.config import OperatorConfig
 from soberana.operator.controller.kube import ObjectRef
 from soberana.operator.controller.reconciler import Reconciler
+from soberana.operator.core.api import PlacementState
 from soberana.operator.core.status import merge_patch
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -267,20 +268,23 @@ def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, 
 
 
 class HeldSite:
-    """A site backend whose looks complete only when the test says what the site shows."""
+    """A site backend whose looks wait until the test says what the site shows."""
 
     def __init__(self) -> None:
-        self.shows: asyncio.Queue[SiteReport] = asyncio.Queue()
-        self.applied: list[dict[str, Any]] = []
-        self.looked = 0
+        self.report: SiteReport | None = None
+        self._shown = asyncio.Event()
+
+    def show(self, report: SiteReport) -> None:
+        self.report = report
+        self._shown.set()
 
     async def apply(self, config: dict[str, Any]) -> None:
-        self.applied.append(config)
+        pass
 
     async def observe(self) -> SiteReport:
-        report = await self.shows.get()
-        self.looked += 1
-        return report
+        await self._shown.wait()
+        assert self.report is not None
+        return self.report
 
     async def close(self) -> None:
         pass
@@ -308,20 +312,24 @@ async def test_a_site_not_looked_at_yet_keeps_a_deleted_deployments_finalizer() 
         backends=lambda _site: ("br1", factory),  # type: ignore[arg-type,return-value]
     )
     rec.attach(index(br), index(chat))
+
+    async def seen(report: SiteReport) -> None:
+        assert rec.fleet is not None
+        await _until(lambda: rec.fleet.agents()["br1"].health().report == report)  # type: ignore[union-attr]
+
     try:
         await rec.reconcile_once()
         assert writer.finalizers == {}, "the site was not looked at yet: it may still run ml-chat"
 
-        await backend.shows.put(
-            SiteReport(applications={}, present=frozenset({"ml-chat"}), version="2.60.0")
-        )
-        await _until(lambda: backend.looked == 1)
-        rec.trigger()
+        deleting = SiteReport(present=frozenset({"ml-chat"}), version="2.60.0")
+        backend.show(deleting)
+        await seen(deleting)
         await rec.reconcile_once()
         assert writer.finalizers == {}, "Ray still lists the application while it is deleted"
 
-        await backend.shows.put(SiteReport(version="2.60.0"))
-        await _until(lambda: backend.looked == 2)
+        gone = SiteReport(version="2.60.0")
+        backend.show(gone)
+        await seen(gone)
         await rec.reconcile_once()
         assert writer.finalizers == {"chat": []}, "released once the site no longer has it"
     finally:
@@ -418,3 +426,73 @@ async def test_random_replans_never_over_commit_between_writes(seed: int) -> Non
             d["spec"]["residency"]["allowedJurisdictions"] = rng.sample(jurisdictions, 1)
             d["spec"]["replicas"] = rng.randint(1, 2)
             d["metadata"]["generation"] += 1
+
+
+class CountingSite(HeldSite):
+    """A held site that counts the configs applied to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[dict[str, Any]] = []
+
+    async def apply(self, config: dict[str, Any]) -> None:
+        self.applied.append(config)
+
+
+async def test_a_new_operator_adopts_a_site_that_runs_its_config_and_keeps_statuses() -> None:
+    """A restart or a takeover re-applies nothing that runs, and statuses do not flap."""
+    writer = RecordingWriter()
+    br, chat = site("br1", "BR"), deployment("chat", ["BR"])
+    first_site = CountingSite()
+
+    def make(backend: CountingSite) -> Any:
+        async def factory() -> CountingSite:
+            return backend
+
+        return lambda _site: ("br1", factory)
+
+    def running(config: dict[str, Any]) -> SiteReport:
+        return SiteReport(
+            applications={"ml-chat": AppObservation(PlacementState.RUNNING, 1)},
+            present=frozenset({"ml-chat"}),
+            deployed={app["name"]: app for app in config["applications"]},
+            version="2.60.0",
+        )
+
+    config = OperatorConfig(debounce_s=0, probe_interval_s=0.01)
+    old = Reconciler(writer, config, clock=lambda: T0, backends=make(first_site))
+    old.attach(index(br), index(chat))
+    try:
+        await old.reconcile_once()
+        first_site.show(SiteReport(deployed={}, version="2.60.0"))
+        await _until(lambda: len(first_site.applied) == 1)
+        first_site.show(running(first_site.applied[0]))
+        await _until(lambda: old.fleet is not None and old.fleet.agents()["br1"].converged)
+        await _until(
+            lambda: (
+                old.fleet is not None
+                and old.fleet.agents()["br1"].health().report == first_site.report
+            )
+        )
+        await old.reconcile_once()
+    finally:
+        await old.stop()
+    apply(writer.patches, [br, chat])
+    assert chat["status"]["placements"][0]["state"] == "Running"
+    assert chat["status"]["ready"] == "1/1"
+
+    # a new operator: its agent has not looked yet, then finds the config already running
+    writer.patches.clear()
+    second_site = CountingSite()
+    new = Reconciler(writer, config, clock=lambda: T0, backends=make(second_site))
+    new.attach(index(br), index(chat))
+    try:
+        await new.reconcile_once()
+        assert writer.patches == [], "nothing was looked at yet: every status stays as it was"
+        second_site.show(running(first_site.applied[0]))
+        await _until(lambda: new.fleet is not None and new.fleet.agents()["br1"].converged)
+        await new.reconcile_once()
+        assert second_site.applied == [], "the site already runs the config: no PUT"
+        assert writer.patches == []
+    finally:
+        await new.stop()
