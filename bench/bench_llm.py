@@ -166,7 +166,9 @@ from soberana.serving.runtime.args import parse_runtime_args
 from soberana.serving.runtime.llamacpp_model import engine_params
 from soberana.serving.runtime.storage import local_model_path
 args = parse_runtime_args(json.loads(sys.argv[1]))
-server = xllamacpp.Server(engine_params(args, local_model_path(args.model_uri)))
+params = engine_params(args, local_model_path(args.model_uri))
+params.n_threads_http = 64  # an HTTP thread per open stream: none waits for another to end
+server = xllamacpp.Server(params)
 print("LISTENING", server.listening_address, flush=True)
 while True:
     time.sleep(3600)
