@@ -73,3 +73,31 @@ def test_the_schema_refuses_auditing_without_a_key_or_with_an_unknown_failure_mo
         result = cluster.helm("template", "test", str(CHART), *values, check=False)
         assert result.returncode != 0
         assert message in result.stderr, result.stderr
+
+
+def test_the_operator_can_keep_its_placement_log_too(cluster: Cluster) -> None:
+    manifests = render(
+        cluster,
+        "--set=operator.audit.enabled=true",
+        "--set=operator.audit.signingKey.secretName=audit-key",
+    )
+    claim = find(manifests, "PersistentVolumeClaim", "-operator-audit")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert not [m for m in manifests if m["metadata"]["name"].endswith("-router-audit")]
+    deployment = find(manifests, "Deployment", "-operator")
+    operator = container(deployment)
+    assert {
+        "--audit-dir=/var/lib/soberana/audit",
+        "--audit-signing-key=/etc/soberana/audit-key/signing-key.pem",
+    } <= set(operator["args"])
+    assert any(env["name"] == "POD_NAME" for env in operator["env"])
+    volumes = {
+        volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["audit"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert volumes["audit-key"]["secret"]["secretName"] == "audit-key"
+    refused = cluster.helm(
+        "template", "test", str(CHART), "--set=operator.audit.enabled=true", check=False
+    )
+    assert "at '/operator/audit/signingKey/secretName'" in refused.stderr
