@@ -36,8 +36,8 @@
 No step unplaces a deployment an earlier one placed. All of it is deterministic: HiGHS too (its
 MILP runs to a node limit, never a time limit).
 
-On the benchmark world (1,000 deployments over 100 sites wanting 85 % of the GPUs) the result is
-within about 1 % of the MILP's best solution; on small, crowded worlds a few % (bench/RESULTS.md).
+How close the result comes to the MILP's best solution, on the benchmark worlds and on small,
+crowded ones, is in bench/RESULTS.md (``bench/bench_placement.py`` measures it).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from soberana.operator.core.placement.candidates import Candidates, Scored, buil
 from soberana.operator.core.placement.constraints import Assignment
 from soberana.operator.core.placement.problem import DRAIN_PENALTY, Demand, Problem, Solution
 from soberana.operator.core.placement.relaxation import Prices, rearrange, relax
-from soberana.operator.core.placement.search import best_assignment, better
+from soberana.operator.core.placement.search import RELATIVE_TOLERANCE, best_assignment, better
 
 _FIRST_COLUMNS = 5  # each deployment's best rows on empty pools that start the relaxation
 _BATCH = 32  # deployments scored together in the greedy passes
@@ -312,7 +312,7 @@ def _settle(ledger: _Ledger, floor: FloatArray) -> None:
     table = ledger.table
     for _ in range(_SETTLE_ROUNDS):
         values = ledger.values()
-        rows = np.flatnonzero(floor < values[table.row_owner] * (1 - 1e-9))
+        rows = np.flatnonzero(floor < values[table.row_owner] * (1 - RELATIVE_TOLERANCE))
         if not rows.size:
             return
         scored = table.score(ledger.free, None, ledger.own, rows)
@@ -320,7 +320,7 @@ def _settle(ledger: _Ledger, floor: FloatArray) -> None:
         owners = np.flatnonzero(best >= 0)
         value = table.objective(scored.members[best[owners]], scored.counts[best[owners]])
         gain = values[owners] - (value + ledger.penalties[owners])
-        worth = gain > 1e-9 * np.maximum(1.0, value)
+        worth = gain > RELATIVE_TOLERANCE * np.maximum(1.0, value)
         moved = False
         for _, _, owner in sorted(
             zip(
@@ -390,7 +390,7 @@ def _harmed(
         (
             by_key[key]
             for key, loss in losses.items()
-            if loss > _WORTH_EXCHANGING * max(hoped[key], 1e-9)
+            if loss > _WORTH_EXCHANGING * max(hoped[key], RELATIVE_TOLERANCE)
         ),
         key=lambda demand: (-losses[demand.key], demand.rank),
     )

@@ -13,7 +13,9 @@ Constraints: ``z <= x <= U z``; at most one used pool per site; ``sum_o x = repl
 ``sum_o price * x <= budget``; per pool, ``sum_d gpus_d * x <= capacity`` (GPUs, or cores) and,
 for CPU pools, ``sum_d memory_d * x <= memory``; ``k <= p`` and
 ``x >= current * k`` (keeping means exactly the current placement; keep-only pools of cordoned
-sites also get ``x <= current * k``).
+sites also get ``x <= current * k``). The rows of each hard constraint over a whole placement
+(spread, coverage, budget) come from its module's ``program`` (see
+:mod:`~soberana.operator.core.placement.constraints`).
 
 Objective, minimised: the shared objective of
 :mod:`~soberana.operator.core.placement.problem` — ``cost_weight * price * x`` plus
@@ -34,7 +36,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import-untyped]
 from scipy.sparse import csr_array  # type: ignore[import-untyped]
 
-from soberana.operator.core.placement.constraints import Assignment, budget
+from soberana.operator.core.placement.constraints import PROGRAMS, Assignment, Columns
 from soberana.operator.core.placement.options import PlacementOptions
 from soberana.operator.core.placement.problem import DRAIN_PENALTY, Demand, Problem, Solution
 
@@ -95,7 +97,7 @@ class _Model:
         for demand in model.demands:
             model._add_demand(problem, demand, placed=demand.key in fast, pool_rows=pool_rows)
         for entry, terms in sorted(pool_rows.items()):
-            model._row(terms, -np.inf, float(problem.capacity[entry]))
+            model.row(terms, -np.inf, float(problem.capacity[entry]))
         return model
 
     def _add_demand(
@@ -107,7 +109,7 @@ class _Model:
         pool_rows: dict[int, list[tuple[int, float]]],
     ) -> None:
         current = dict(demand.current or ())
-        p = self._column(0.0, 1.0 if placed else 0.0, 1.0, integral=True)
+        p = self.column(0.0, 1.0 if placed else 0.0, 1.0, integral=True)
         self.placed[demand.key] = p
         columns = self.columns[demand.key] = _DemandVariables()
         room = demand.room(problem.capacity).tolist()
@@ -115,34 +117,19 @@ class _Model:
             bound = int(room[option])
             if demand.keep_only[option]:
                 bound = current.get(option, 0)
-            x = self._column(demand.cost_weight * float(demand.price[option]), 0, bound, True)
-            z = self._column(0.0, 0, 1, integral=True)
+            x = self.column(demand.cost_weight * float(demand.price[option]), 0, bound, True)
+            z = self.column(0.0, 0, 1, integral=True)
             columns.replicas.append(x)
             columns.used.append(z)
-            self._row([(x, 1.0), (z, -1.0)], 0.0, np.inf)
-            self._row([(x, 1.0), (z, -float(bound))], -np.inf, 0.0)
+            self.row([(x, 1.0), (z, -1.0)], 0.0, np.inf)
+            self.row([(x, 1.0), (z, -float(bound))], -np.inf, 0.0)
             pool_rows.setdefault(int(demand.pool[option]), []).append((x, float(demand.gpus)))
             if demand.memory:
                 memory_row = int(demand.memory_row[option])
                 pool_rows.setdefault(memory_row, []).append((x, float(demand.memory)))
-        for site_index in np.unique(demand.site):
-            same_site = np.flatnonzero(demand.site == site_index)
-            if same_site.size > 1:
-                self._row([(columns.used[o], 1.0) for o in same_site], -np.inf, 1.0)
-        self._row([(x, 1.0) for x in columns.replicas] + [(p, -float(demand.replicas))], 0.0, 0.0)
-        if demand.min_sites > 1:
-            self._row([(z, 1.0) for z in columns.used] + [(p, -float(demand.min_sites))], 0, np.inf)
-        for region, weight in enumerate(demand.weights):
-            shares = []
-            for reachable in np.flatnonzero(np.isfinite(demand.reach[region])):
-                trip = float(demand.reach[region, reachable])
-                a = self._column(demand.latency_weight * float(weight) * trip, 0, 1, False)
-                self._row([(a, 1.0), (columns.used[reachable], -1.0)], -np.inf, 0.0)
-                shares.append((a, 1.0))
-            self._row([*shares, (p, -1.0)], 0.0, 0.0)
-        if np.isfinite(demand.budget):
-            terms = [(x, float(demand.price[o])) for o, x in enumerate(columns.replicas)]
-            self._row(terms, -np.inf, budget.limit(demand.budget))
+        variables = Columns(p, columns.replicas, columns.used)
+        for constraint in PROGRAMS:
+            constraint.program(self, demand, variables)
         if demand.current is not None:
             # keeping avoids the stability penalty; for a draining deployment it costs instead
             keep_cost = (
@@ -150,22 +137,22 @@ class _Model:
                 if demand.draining
                 else -problem.move_threshold * demand.objective(demand.current)
             )
-            k = self._column(keep_cost, 0, 1, integral=True)
-            self._row([(k, 1.0), (p, -1.0)], -np.inf, 0.0)
+            k = self.column(keep_cost, 0, 1, integral=True)
+            self.row([(k, 1.0), (p, -1.0)], -np.inf, 0.0)
             for option, replicas in demand.current:
                 x = columns.replicas[option]
-                self._row([(x, 1.0), (k, -float(replicas))], 0.0, np.inf)
+                self.row([(x, 1.0), (k, -float(replicas))], 0.0, np.inf)
                 if demand.keep_only[option]:
-                    self._row([(x, 1.0), (k, -float(replicas))], -np.inf, 0.0)
+                    self.row([(x, 1.0), (k, -float(replicas))], -np.inf, 0.0)
 
-    def _column(self, cost: float, lower: float, upper: float, integral: bool) -> int:
+    def column(self, cost: float, lower: float, upper: float, integral: bool) -> int:
         self.cost.append(cost)
         self.lower.append(lower)
         self.upper.append(upper)
         self.integral.append(int(integral))
         return len(self.cost) - 1
 
-    def _row(self, terms: list[tuple[int, float]], lower: float, upper: float) -> None:
+    def row(self, terms: list[tuple[int, float]], lower: float, upper: float) -> None:
         row = len(self.row_lower)
         self.entries.extend((row, column, value) for column, value in terms)
         self.row_lower.append(lower)

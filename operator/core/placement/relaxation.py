@@ -11,8 +11,8 @@ The master LP chooses for each deployment a mix of candidate placements (*column
 any objective, in proportion to the deployment's GPUs and falling with its contention rank, so the
 LP places all it can. The pool rows' duals are prices per GPU (*tolls*): what one more GPU of the
 pool would save. For set-cover-with-capacity problems like this one the LP is tight and its
-solution mostly whole: on the benchmark world it is within 0.5 % of the best MILP solution, and
-all but about 1 deployment in 20 get a single column.
+solution mostly whole: nearly every deployment gets a single column (bench/RESULTS.md has the
+figures).
 
 Columns start as the running placements, a feasible solution (the *seed*) and each deployment's
 best rows of the candidate table (:mod:`~soberana.operator.core.placement.candidates`) on empty

@@ -23,7 +23,8 @@ from soberana.operator.core.placement.problem import Demand
 
 _INFEASIBILITY_WEIGHT = 1e6
 _MAX_MOVES = 64
-_RELATIVE_TOLERANCE = 1e-9
+RELATIVE_TOLERANCE = 1e-9
+"""Relative differences of objectives smaller than this are rounding noise, not gains."""
 
 
 def best_assignment(
@@ -152,4 +153,4 @@ def _spread(
 
 def better(score: float, than: float) -> bool:
     """Strictly lower, by more than rounding noise."""
-    return score < than - _RELATIVE_TOLERANCE * max(1.0, abs(than) if math.isfinite(than) else 1.0)
+    return score < than - RELATIVE_TOLERANCE * max(1.0, abs(than) if math.isfinite(than) else 1.0)

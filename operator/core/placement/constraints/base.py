@@ -5,7 +5,8 @@ A :class:`Constraint` has up to three facets, each optional:
 
 * :meth:`Constraint.screen`, its vectorised verdict on every (deployment, site) pair that no earlier
   constraint rejected, as numpy arrays over deployments x sites (and x pools);
-* :meth:`Constraint.admits`, its check of one deployment's candidate placement (the solvers'
+* :meth:`Constraint.admits`, its check of one deployment's candidate placement, and
+  :meth:`Constraint.program`, its rows in the ``optimal`` solver's MILP (the ``fast`` solver's
   vectorised forms call the same module's helpers, such as :func:`.budget.within`);
 * its explanation lines: the rejection line of each pair it screens out, :meth:`Constraint.unplaced`
   (why a deployment every site of which fell at one of its checks is unplaced), and
@@ -178,6 +179,10 @@ class Placement(Protocol):
     def current(self) -> Assignment | None: ...
     @property
     def cpu_only(self) -> bool: ...
+    @property
+    def weights(self) -> FloatArray: ...
+    @property
+    def latency_weight(self) -> float: ...
 
     def cost(self, assignment: Assignment) -> float: ...
     def latency(self, assignment: Assignment) -> float: ...
@@ -211,6 +216,29 @@ class Usable:
     scope: str
 
 
+class Program(Protocol):
+    """The MILP being built (``optimal._Model``): a column is a variable, a row a linear range."""
+
+    def column(self, cost: float, lower: float, upper: float, integral: bool) -> int:
+        """A new variable with its objective coefficient and bounds; its index."""
+        ...
+
+    def row(self, terms: list[tuple[int, float]], lower: float, upper: float) -> None:
+        """``lower <= sum(coefficient * variable) <= upper`` over ``terms`` (variable,
+        coefficient)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Columns:
+    """One deployment's variables in the MILP: ``placed`` (p, 0 or 1), and by option the
+    ``replicas`` it holds (x) and whether it is ``used`` (z, 0 or 1, with z <= x <= room z)."""
+
+    placed: int
+    replicas: list[int]
+    used: list[int]
+
+
 class Constraint:
     """A hard constraint; see the module docstring for its facets. Every facet is optional."""
 
@@ -223,6 +251,9 @@ class Constraint:
     def admits(self, placement: Placement, assignment: Assignment) -> bool:
         """Whether ``assignment`` (options and replicas of ``placement``) meets the constraint."""
         return True
+
+    def program(self, program: Program, placement: Placement, columns: Columns) -> None:
+        """Add the rows that make ``program`` meet the constraint for ``placement``."""
 
     def unplaced(self, fallen: Fallen) -> str:
         """Why a deployment every site of which fell at ``fallen.check`` (one of ours) is not

@@ -14,10 +14,12 @@ from soberana.operator.core.placement.constraints.base import (
     PASSED,
     Assignment,
     Check,
+    Columns,
     Constraint,
     Fallen,
     Pairs,
     Placement,
+    Program,
     Rejection,
     Usable,
 )
@@ -86,6 +88,11 @@ class Budget(Constraint):
     def admits(self, placement: Placement, assignment: Assignment) -> bool:
         return within(placement.cost(assignment), placement.budget)
 
+    def program(self, program: Program, placement: Placement, columns: Columns) -> None:
+        if math.isfinite(placement.budget):
+            terms = [(x, float(placement.price[o])) for o, x in enumerate(columns.replicas)]
+            program.row(terms, -np.inf, limit(placement.budget))
+
     def unplaced(self, fallen: Fallen) -> str:
         least, cheapest = min(
             (rejection.least_cost or 0.0, number)
@@ -113,7 +120,7 @@ def overrun(cost: FloatArray, budget: float) -> FloatArray | float:
     the local search's measure of infeasibility."""
     if not math.isfinite(budget):
         return 0.0
-    over: FloatArray = np.maximum(cost - budget, 0.0) / max(budget, 1e-9)
+    over: FloatArray = np.maximum(cost - budget, 0.0) / max(budget, 1e-9)  # 0: a tiny budget
     return over
 
 

@@ -13,10 +13,12 @@ from soberana.operator.core.api import ModelDeploymentSpec
 from soberana.operator.core.placement.constraints.base import (
     Assignment,
     Check,
+    Columns,
     Constraint,
     Fallen,
     Pairs,
     Placement,
+    Program,
     Rejection,
     Usable,
     signature,
@@ -69,6 +71,20 @@ class Latency(Constraint):
 
     def admits(self, placement: Placement, assignment: Assignment) -> bool:
         return math.isfinite(placement.latency(assignment))
+
+    def program(self, program: Program, placement: Placement, columns: Columns) -> None:
+        """Each region's traffic shares ``a`` (in [0, 1], one per option in reach) add up to
+        ``placed``, and go only to used options; their cost is the latency term of the objective,
+        exact at the optimum (each region then goes to its nearest used option)."""
+        for region, weight in enumerate(placement.weights):
+            shares = []
+            for reachable in np.flatnonzero(np.isfinite(placement.reach[region])):
+                trip = float(placement.reach[region, reachable])
+                cost = placement.latency_weight * float(weight) * trip
+                a = program.column(cost, 0, 1, integral=False)
+                program.row([(a, 1.0), (columns.used[reachable], -1.0)], -np.inf, 0.0)
+                shares.append((a, 1.0))
+            program.row([*shares, (columns.placed, -1.0)], 0.0, 0.0)
 
     def unplaced(self, fallen: Fallen) -> str:
         scope, examples = fallen.scope, fallen.examples

@@ -8,8 +8,10 @@ import numpy as np
 from soberana.operator.core.placement.arrays import BoolArray, IntArray
 from soberana.operator.core.placement.constraints.base import (
     Assignment,
+    Columns,
     Constraint,
     Placement,
+    Program,
     Usable,
 )
 
@@ -23,6 +25,17 @@ class Spread(Constraint):
             and all(replicas >= 1 for _, replicas in assignment)
             and len(set(sites.tolist())) == len(options) >= placement.min_sites
         )
+
+    def program(self, program: Program, placement: Placement, columns: Columns) -> None:
+        for site in np.unique(placement.site):
+            same_site = np.flatnonzero(placement.site == site)
+            if same_site.size > 1:
+                program.row([(columns.used[o], 1.0) for o in same_site], -np.inf, 1.0)
+        whole = [(x, 1.0) for x in columns.replicas]
+        program.row([*whole, (columns.placed, -float(placement.replicas))], 0.0, 0.0)
+        if placement.min_sites > 1:
+            spread = [(z, 1.0) for z in columns.used]
+            program.row([*spread, (columns.placed, -float(placement.min_sites))], 0, np.inf)
 
     def shortfall(self, usable: Usable) -> str | None:
         placement = usable.placement
