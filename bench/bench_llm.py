@@ -29,7 +29,9 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
-from bench.bench_vllm import _process, _wait_http
 from soberana.operator.core.api import CPU_POOL, ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment
 from soberana.operator.core.render import SiteApplication, render_serve_config
@@ -54,11 +56,40 @@ NAMESPACE = "bench"
 REGION = "br-southeast"
 CPUS = 2
 ENGINE_ARGS: dict[str, Any] = {"n_parallel": 8, "n_ctx": 4096}
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Write a long story about a robot who learns to paint."},
 ]
 DIRECT, SOBERANA, TRANSFORMERS = "(a) llama.cpp", "(b) soberana", "(c) transformers"
+
+
+def _wait_http(url: str, what: str, timeout: float) -> None:
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(up, timeout=timeout, interval=1, what=what)
+
+
+@contextmanager
+def _process(argv: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` running in a session of its own, logging to ``log``; stopped on the way out."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @dataclass(frozen=True)

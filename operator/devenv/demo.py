@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 from soberana.operator.core.crds import custom_resource_definitions
 from soberana.operator.devenv.binaries import Binaries, ensure_all
@@ -340,7 +341,7 @@ class Models:
     gguf: Path
 
 
-CHAT = [
+CHAT: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "In one sentence: why run AI models close to their users?"},
 ]

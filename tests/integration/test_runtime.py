@@ -18,6 +18,7 @@ from typing import Any
 import numpy.testing
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from soberana.operator.core.api import ModelDeploymentSpec
 from soberana.operator.core.placement import Deployment
@@ -377,7 +378,7 @@ def test_the_openai_client_speaks_to_the_runtime(served: Served) -> None:
 
 # llamacpp (SmolLM2 GGUF)
 
-CAPITAL = [
+CAPITAL: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
