@@ -8,7 +8,7 @@ The reason for an unplaced deployment is the first of these that holds, from the
 most combined, so that it names what a person has to change: no site passes a screening check
 (jurisdiction, selector, health, GPU model, memory and count, CPU pool, cores and memory, latency,
 budget; see
-:mod:`~soberana.operator.core.placement.eligibility`); a traffic region no eligible site reaches;
+:mod:`~soberana.operator.core.placement.constraints`); a traffic region no eligible site reaches;
 fewer eligible sites than ``minSites``; the cheapest eligible placement over budget; then the same
 questions over free GPUs only (not enough room, a region without a site with room, too few sites
 with room, over budget on free GPUs); and finally that no combination meets everything at once.
