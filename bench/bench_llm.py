@@ -128,7 +128,9 @@ async def _one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[int
 
 async def measure(base_url: str, model: str, streams: int, rounds: int, tokens: int) -> Level:
     """``streams`` concurrent clients, ``rounds`` streamed completions each."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
+    # retries: llama.cpp's own HTTP server may close a kept-alive connection as a request
+    # arrives on it (a connection error before any response, so no token is lost)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=2, timeout=900)
     try:
         await _one(client, model, 4)  # warm: connections, and the engine's first request
         results: list[tuple[int, float]] = []

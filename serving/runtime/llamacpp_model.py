@@ -163,6 +163,10 @@ class _Stream:
             self.cancelled = True
             raise error
 
+    def pending(self) -> bool:
+        """Whether more chunks have already arrived."""
+        return not self._queue.empty()
+
     async def chunks(self) -> AsyncIterator[Mapping[str, Any]]:
         """The chunks from the first on, until the end or an error."""
         chunk = self._first
@@ -172,11 +176,20 @@ class _Stream:
 
 
 def _event_stream(chunks: AsyncIterator[BaseModel], stream: _Stream) -> StreamingResponse:
+    """Server-Sent Events of ``chunks``: each as soon as it comes, but the events of chunks that
+    arrived together (a replica busier than its clients) in one write, which Serve sends on as
+    one message."""
+
     async def events() -> AsyncIterator[str]:
         try:
+            ready: list[str] = []
             async for chunk in chunks:
-                yield f"data: {chunk.model_dump_json()}\n\n"
-            yield "data: [DONE]\n\n"
+                ready.append(f"data: {chunk.model_dump_json()}\n\n")
+                if not stream.pending():
+                    yield "".join(ready)
+                    ready.clear()
+            ready.append("data: [DONE]\n\n")
+            yield "".join(ready)
         finally:
             stream.cancelled = True
 
