@@ -42,7 +42,7 @@ def test_the_examples_load() -> None:
     latam = load_manifests([ROOT / "examples" / "latam"])
     assert (len(latam.sites), len(latam.deployments)) == (8, 7)
     demo = load_manifests([ROOT / "examples" / "demo"])
-    assert (len(demo.sites), len(demo.deployments)) == (3, 3)
+    assert (len(demo.sites), len(demo.deployments)) == (4, 4)
 
 
 def test_directories_multi_documents_lists_and_other_groups(tmp_path: Path) -> None:
