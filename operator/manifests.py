@@ -24,6 +24,8 @@ from soberana.operator.core.api import (
     GROUP,
     InferenceSite,
     ModelDeployment,
+    NamespacedName,
+    object_key,
 )
 
 _KINDS: dict[str, type[InferenceSite] | type[ModelDeployment]] = {
@@ -56,8 +58,7 @@ def load_manifests(paths: Iterable[Path]) -> Manifests:
         if isinstance(parsed, InferenceSite):
             _add(sites, parsed.metadata.name, path, parsed)
         elif isinstance(parsed, ModelDeployment):
-            key = f"{parsed.metadata.namespace}/{parsed.metadata.name}"
-            _add(deployments, key, path, parsed)
+            _add(deployments, str(NamespacedName.of(parsed.metadata)), path, parsed)
     return Manifests(
         sites=tuple(site for _, site in sites.values()),
         deployments=tuple(deployment for _, deployment in deployments.values()),
@@ -132,8 +133,7 @@ def _name(document: dict[str, Any]) -> str:
     metadata = document.get("metadata")
     if not isinstance(metadata, dict) or not metadata.get("name"):
         return "<unnamed>"
-    namespace = metadata.get("namespace")
-    return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
+    return object_key(metadata.get("namespace"), str(metadata["name"]))
 
 
 def _add(found: dict[str, tuple[Path, _Object]], key: str, path: Path, value: _Object) -> None:

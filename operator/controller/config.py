@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from soberana.operator.core.api import DEFAULT_NAMESPACE
 from soberana.operator.core.placement import Solver
 from soberana.operator.core.placement.options import PlacementOptions
 
@@ -79,7 +80,7 @@ class OperatorConfig:
     deploy: bool = True
     probe_interval_s: float = 5.0
     unhealthy_after_s: float = 30.0
-    secrets_namespace: str = "default"
+    secrets_namespace: str = DEFAULT_NAMESPACE
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     # told of every placement change, such as the audit log (it must not block)
     on_placement: Callable[[PlacementChange], None] | None = None

@@ -54,7 +54,7 @@ from soberana.operator.controller.reconciler import (
     Writer,
 )
 from soberana.operator.controller.snapshot import RawObject, freeze
-from soberana.operator.core.api import GROUP, VERSION, InferenceSite
+from soberana.operator.core.api import GROUP, VERSION, InferenceSite, object_key
 from soberana.operator.kubeconfig import load_configuration
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ def build_registry(
     async def deployment_index(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[str, Any]:
-        return {f"{namespace}/{name}": freeze(body)}
+        return {object_key(namespace, name): freeze(body)}
 
     # async handlers run on the event loop, where the reconciler's asyncio primitives live
     @kopf.on.event(GROUP, VERSION, SITES, id="site_changed", registry=registry)

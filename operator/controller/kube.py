@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from soberana.operator.backends.base import BackendError
-from soberana.operator.core.api import GROUP, VERSION
+from soberana.operator.core.api import DEFAULT_NAMESPACE, GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class KubeWriter:
     async def post_event(self, ref: ObjectRef, *, warning: bool, reason: str, message: str) -> None:
         """Post a core/v1 Event about ``ref``; failures are logged, never raised."""
         now = dt.datetime.now(dt.UTC)
-        namespace = ref.namespace or "default"
+        namespace = ref.namespace or DEFAULT_NAMESPACE
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(
                 name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=namespace

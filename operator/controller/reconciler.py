@@ -41,7 +41,9 @@ from soberana.operator.core.api import (
     InferenceSiteStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    NamespacedName,
     PlacementState,
+    object_key,
 )
 from soberana.operator.core.placement import World, current_allocations, place
 from soberana.operator.core.placement.plan import Plan
@@ -118,8 +120,13 @@ def _utcnow() -> dt.datetime:
 
 def _key(raw: RawObject) -> str:
     metadata = raw["metadata"]
-    namespace = metadata.get("namespace")
-    return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
+    return object_key(metadata.get("namespace"), str(metadata["name"]))
+
+
+def _app_name(key: str) -> str:
+    """The Serve application of the deployment ``namespace/name``."""
+    ref = NamespacedName.parse(key)
+    return app_name(ref.namespace, ref.name)
 
 
 def _flatten(index: Index | None) -> list[RawObject]:
@@ -381,9 +388,7 @@ class Reconciler:
         """
         raws = list(raw_deployments)
         claimed = {
-            app_name(*_key(raw).split("/", 1))
-            for raw in raws
-            if not raw["metadata"].get("deletionTimestamp")
+            _app_name(_key(raw)) for raw in raws if not raw["metadata"].get("deletionTimestamp")
         }
         jobs = []
         for raw in raws:
@@ -394,7 +399,7 @@ class Reconciler:
                 if FINALIZER not in finalizers:
                     jobs.append(self._set_finalizers(raw, [*finalizers, FINALIZER], result))
             elif FINALIZER in finalizers and (
-                app_name(*key.split("/", 1)) in claimed or not _still_running(key, agents)
+                _app_name(key) in claimed or not _still_running(key, agents)
             ):
                 remaining = [name for name in finalizers if name != FINALIZER]
                 jobs.append(self._set_finalizers(raw, remaining, result))
@@ -454,7 +459,7 @@ class Reconciler:
         unlooked: frozenset[str],
         now: dt.datetime,
     ) -> _StatusUpdate:
-        key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
+        key = str(NamespacedName.of(deployment.metadata))
         raw = raw_by_key[key]
         previous_json = self._previous(DEPLOYMENTS, key, dict(raw.get("status") or {}))
         previous = ModelDeploymentStatus.model_validate(previous_json) if previous_json else None
@@ -588,7 +593,7 @@ def _observations(
     """What each site reports for each deployment placed on it (nothing without agents)."""
     observed: dict[str, dict[str, Observation]] = {}
     for key, decision in plan.deployments.items():
-        name = app_name(*key.split("/", 1))
+        name = _app_name(key)
         for placement in decision.placements:
             agent = agents.get(placement.site)
             if agent is None:
@@ -632,7 +637,7 @@ def _still_running(key: str, agents: Mapping[str, SiteAgent]) -> bool:
     A site not looked at yet (just after the operator started) may still run it: the answer
     waits for the agent's first look, which applies the site's config and reports what is left.
     """
-    name = app_name(*key.split("/", 1))
+    name = _app_name(key)
     for agent in agents.values():
         health = agent.health()
         if health.reachable is None:
@@ -649,7 +654,7 @@ def _leftovers(agent: SiteAgent, alive: set[str]) -> tuple[str, ...]:
     """Applications of deleted deployments that an unreachable site still runs."""
     if agent.health().reachable is not False:
         return ()
-    wanted = {app_name(*key.split("/", 1)) for key in alive}
+    wanted = {_app_name(key) for key in alive}
     return tuple(sorted(agent.applied_applications() - wanted))
 
 

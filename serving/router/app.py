@@ -33,7 +33,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from soberana.operator.core.api import Residency
+from soberana.operator.core.api import NamespacedName, Residency
 from soberana.serving.router.auth import ApiKeys, Caller
 from soberana.serving.router.breaker import CircuitBreaker
 from soberana.serving.router.errors import error_response
@@ -610,7 +610,7 @@ def _model_api(path: str) -> str | None:
         return None
     namespace, _, rest = path[len(_MODEL_API) :].partition("/")
     name, slash, _ = rest.partition("/")
-    return f"{namespace}/{name}" if namespace and name and slash else None
+    return str(NamespacedName(namespace, name)) if namespace and name and slash else None
 
 
 def _model_of(body: bytes) -> str | None:

@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from soberana.operator.core.api import (
     InferenceSite,
     ModelDeployment,
+    NamespacedName,
     PlacementState,
     PlacementStatus,
     Residency,
@@ -71,8 +72,8 @@ class ModelRoute:
     @cached_property
     def path_prefix(self) -> str:
         """Where the model is served under each site's Serve URL: ``/<namespace>/<name>``."""
-        namespace, _, name = self.key.partition("/")
-        return route_prefix(namespace, name)
+        ref = NamespacedName.parse(self.key)
+        return route_prefix(ref.namespace, ref.name)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,7 @@ def table_from_resources(
     routed_sites = {site.name: _site_from_resource(site) for site in sites}
     models: dict[str, ModelRoute] = {}
     for deployment in deployments:
-        namespace = deployment.metadata.namespace or "default"
-        key = f"{namespace}/{deployment.metadata.name}"
+        key = str(NamespacedName.of(deployment.metadata))
         placements = deployment.status.placements if deployment.status else []
         models[key] = ModelRoute(
             key=key,

@@ -17,8 +17,11 @@ from soberana.operator.core.api import (
     ModelDeployment,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    NamespacedName,
+    ObjectMeta,
     PlacementStatus,
     Residency,
+    object_key,
 )
 from soberana.operator.manifests import ManifestError, load_manifests
 
@@ -228,3 +231,27 @@ def test_no_gpu_pool_may_take_the_cpu_pool_name() -> None:
     pool = {"model": CPU_POOL.upper(), "count": 1, "memoryGiB": 8, "hourlyCost": 1}
     with pytest.raises(ValueError, match=r"spec\.cpus"):
         InferenceSiteSpec.model_validate(_site(gpus=[pool]))
+
+
+def test_a_namespaced_name_reads_back_what_it_writes() -> None:
+    ref = NamespacedName("ml", "qwen-chat")
+    assert str(ref) == "ml/qwen-chat"
+    assert NamespacedName.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize("key", ["qwen-chat", "/qwen-chat", "ml/", "ml/qwen/chat", ""])
+def test_a_key_that_is_not_namespace_slash_name_is_refused_saying_how_to_write_it(key: str) -> None:
+    with pytest.raises(ValueError, match=r"write it as <namespace>/<name>"):
+        NamespacedName.parse(key)
+
+
+def test_an_object_without_namespace_is_in_the_default_namespace() -> None:
+    assert NamespacedName.of(ObjectMeta(name="chat")) == NamespacedName("default", "chat")
+    assert NamespacedName.of(ObjectMeta(name="chat", namespace="ml")) == NamespacedName(
+        "ml", "chat"
+    )
+
+
+def test_a_cluster_scoped_object_is_keyed_by_its_name_alone() -> None:
+    assert object_key(None, "br1") == "br1"
+    assert object_key("ml", "chat") == "ml/chat"

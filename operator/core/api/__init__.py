@@ -36,8 +36,10 @@ from soberana.operator.core.api.meta import (
     ConditionStatus,
     LabelSelector,
     LabelSelectorRequirement,
+    NamespacedName,
     ObjectMeta,
     SelectorOperator,
+    object_key,
 )
 from soberana.operator.core.api.site import (
     Backend,
@@ -77,6 +79,7 @@ __all__ = [
     "ModelDeploymentStatus",
     "ModelFormat",
     "ModelSource",
+    "NamespacedName",
     "ObjectMeta",
     "Placement",
     "PlacementState",
@@ -90,4 +93,5 @@ __all__ = [
     "Strategy",
     "Tier",
     "TrafficSource",
+    "object_key",
 ]

@@ -7,6 +7,7 @@ They mirror ``metav1.ObjectMeta`` (only what soberana reads), ``metav1.Condition
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -14,7 +15,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from soberana.operator.core.api.base import CelRule, SpecModel, StatusModel, cel_rules
+from soberana.operator.core.api.base import (
+    DEFAULT_NAMESPACE,
+    CelRule,
+    SpecModel,
+    StatusModel,
+    cel_rules,
+)
 
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
 LabelValue = Annotated[
@@ -31,6 +38,38 @@ class ObjectMeta(BaseModel):
     namespace: str | None = Field(None, description="Namespace of a namespaced object.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels of the object.")
     generation: int | None = Field(None, description="Spec generation, set by the API server.")
+
+
+@dataclass(frozen=True)
+class NamespacedName:
+    """A namespaced object's identity, written ``namespace/name`` in keys, plans and logs."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, key: str) -> NamespacedName:
+        """Read ``namespace/name``; a key of any other shape is a :class:`ValueError`."""
+        namespace, slash, name = key.partition("/")
+        if not namespace or not slash or not name or "/" in name:
+            raise ValueError(
+                f"{key!r} is not a namespaced name: write it as <namespace>/<name>, "
+                "such as default/qwen-chat"
+            )
+        return cls(namespace, name)
+
+    @classmethod
+    def of(cls, metadata: ObjectMeta) -> NamespacedName:
+        """A namespaced object's identity; without a namespace it lives in the default one."""
+        return cls(metadata.namespace or DEFAULT_NAMESPACE, metadata.name)
+
+
+def object_key(namespace: str | None, name: str) -> str:
+    """How indexes and logs name any object: ``namespace/name``, or ``name`` if cluster-scoped."""
+    return str(NamespacedName(namespace, name)) if namespace else name
 
 
 class ConditionStatus(StrEnum):

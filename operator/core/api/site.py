@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from soberana.operator.core.api.base import (
     API_VERSION,
     CPU_POOL,
+    DEFAULT_NAMESPACE,
     CelRule,
     GpuModelName,
     HttpUrl,
@@ -132,7 +133,8 @@ class KubeRayBackend(SpecModel):
         "namespace."
     )
     namespace: NamespaceName = Field(
-        "default", description="Namespace of the site's cluster where the RayService is written."
+        DEFAULT_NAMESPACE,
+        description="Namespace of the site's cluster where the RayService is written.",
     )
     serve_url: HttpUrl | None = Field(
         None,

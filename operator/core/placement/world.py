@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from soberana.operator.core.api import (
-    DEFAULT_NAMESPACE,
     ConditionStatus,
     InferenceSite,
     InferenceSiteSpec,
     ModelDeployment,
     ModelDeploymentSpec,
+    NamespacedName,
 )
 
 
@@ -40,8 +41,12 @@ class Deployment:
     spec: ModelDeploymentSpec
 
     @property
+    def ref(self) -> NamespacedName:
+        return NamespacedName(self.namespace, self.name)
+
+    @cached_property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return str(self.ref)
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,7 @@ class World:
                 )
                 for site in sites
             ),
-            deployments=tuple(
-                Deployment(
-                    namespace=deployment.metadata.namespace or DEFAULT_NAMESPACE,
-                    name=deployment.metadata.name,
-                    spec=deployment.spec,
-                )
-                for deployment in deployments
-            ),
+            deployments=tuple(_deployment(deployment) for deployment in deployments),
         )
 
 
@@ -107,12 +105,16 @@ def current_allocations(
     for deployment in deployments:
         if deployment.status is None or not deployment.status.placements:
             continue
-        namespace = deployment.metadata.namespace or DEFAULT_NAMESPACE
-        current[f"{namespace}/{deployment.metadata.name}"] = tuple(
+        current[str(NamespacedName.of(deployment.metadata))] = tuple(
             Allocation(site=entry.site, gpu_model=entry.gpu_model, replicas=entry.replicas)
             for entry in deployment.status.placements
         )
     return current
+
+
+def _deployment(deployment: ModelDeployment) -> Deployment:
+    ref = NamespacedName.of(deployment.metadata)
+    return Deployment(namespace=ref.namespace, name=ref.name, spec=deployment.spec)
 
 
 def _ready(site: InferenceSite) -> bool:
