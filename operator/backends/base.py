@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from soberana.operator.core.api import PlacementState
+from soberana.operator.core.status import Observation
 
 ServeConfig = Mapping[str, Any]
+
+_SERVE_STATES: Final = {
+    "RUNNING": PlacementState.RUNNING,
+    "DEPLOYING": PlacementState.DEPLOYING,
+    "NOT_STARTED": PlacementState.DEPLOYING,
+    "DELETING": PlacementState.DEPLOYING,
+    "DEPLOY_FAILED": PlacementState.FAILED,
+    "UNHEALTHY": PlacementState.FAILED,
+}
+
+
+def serve_app_state(status: object) -> PlacementState:
+    """A Ray Serve application status as a placement state; one not known yet is deploying."""
+    return _SERVE_STATES.get(str(status), PlacementState.DEPLOYING)
 
 
 class BackendError(Exception):
@@ -16,19 +31,10 @@ class BackendError(Exception):
 
 
 @dataclass(frozen=True)
-class AppObservation:
-    """One Serve application as its site reports it."""
-
-    state: PlacementState
-    ready_replicas: int
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class SiteReport:
     """What one look at a site found: its applications, soberana's and anyone else's."""
 
-    applications: Mapping[str, AppObservation] = field(default_factory=dict)
+    applications: Mapping[str, Observation] = field(default_factory=dict)
     foreign: tuple[str, ...] = ()  # applications soberana did not create: reported, never deleted
     present: frozenset[str] = frozenset()  # every application name there, even while deleting
     # soberana's applications as the site runs them (Serve app configs by name), where the

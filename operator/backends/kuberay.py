@@ -18,27 +18,19 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from soberana.operator.backends.base import (
-    AppObservation,
     BackendError,
     ServeConfig,
     SiteReport,
+    serve_app_state,
 )
 from soberana.operator.core.api import PlacementState
+from soberana.operator.core.status import Observation
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SITE_LABEL = "soberana.io/site"
 FIELD_MANAGER = "soberana"
 RAY_IMAGE = os.environ.get("SOBERANA_RAY_IMAGE", "rayproject/ray:2.60.0")
-
-_STATES = {
-    "RUNNING": PlacementState.RUNNING,
-    "DEPLOYING": PlacementState.DEPLOYING,
-    "NOT_STARTED": PlacementState.DEPLOYING,
-    "DELETING": PlacementState.DEPLOYING,
-    "DEPLOY_FAILED": PlacementState.FAILED,
-    "UNHEALTHY": PlacementState.FAILED,
-}
 
 
 def rayservice_name(site: str) -> str:
@@ -96,13 +88,13 @@ def observe_rayservice(rayservice: Mapping[str, Any], config: ServeConfig | None
     ) or {}
     applications = {}
     for name, app in statuses.items():
-        state = _STATES.get(str(app.get("status")), PlacementState.DEPLOYING)
+        state = serve_app_state(app.get("status"))
         healthy = all(
             d.get("status") == "HEALTHY"
             for d in (app.get("serveDeploymentStatuses") or {}).values()
         )
         ready = wanted.get(name, 0) if state is PlacementState.RUNNING and healthy else 0
-        applications[name] = AppObservation(state, ready, str(app.get("message") or "")[:300])
+        applications[name] = Observation(state, ready, str(app.get("message") or "")[:300])
     return SiteReport(applications=applications)
 
 

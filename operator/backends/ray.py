@@ -17,30 +17,21 @@ from typing import Any
 import aiohttp
 
 from soberana.operator.backends.base import (
-    AppObservation,
     BackendError,
     ServeConfig,
     SiteReport,
+    serve_app_state,
 )
-from soberana.operator.core.api import PlacementState
 from soberana.operator.core.render import (
     VLLM_IMPORT_PATH,
     VLLM_SERVER_PREFIX,
     rendered_by_soberana,
 )
+from soberana.operator.core.status import Observation
 
 log = logging.getLogger(__name__)
 
 APPLICATIONS = "/api/serve/applications/"
-
-_STATES = {
-    "RUNNING": PlacementState.RUNNING,
-    "DEPLOYING": PlacementState.DEPLOYING,
-    "NOT_STARTED": PlacementState.DEPLOYING,
-    "DELETING": PlacementState.DEPLOYING,
-    "DEPLOY_FAILED": PlacementState.FAILED,
-    "UNHEALTHY": PlacementState.FAILED,
-}
 
 
 def owned(app: Mapping[str, Any]) -> bool:
@@ -48,12 +39,12 @@ def owned(app: Mapping[str, Any]) -> bool:
     return rendered_by_soberana(app.get("deployed_app_config") or {})
 
 
-def observe_application(app: Mapping[str, Any]) -> AppObservation:
+def observe_application(app: Mapping[str, Any]) -> Observation:
     """Ray's view of one application, as a placement state and a count of running replicas.
 
     In a vLLM application only the engine's replicas count, not its OpenAI ingress.
     """
-    state = _STATES.get(str(app.get("status")), PlacementState.DEPLOYING)
+    state = serve_app_state(app.get("status"))
     vllm = (app.get("deployed_app_config") or {}).get("import_path") == VLLM_IMPORT_PATH
     ready = 0
     for name, deployment in (app.get("deployments") or {}).items():
@@ -63,7 +54,7 @@ def observe_application(app: Mapping[str, Any]) -> AppObservation:
             1 for replica in deployment.get("replicas") or [] if replica.get("state") == "RUNNING"
         )
     message = str(app.get("message") or "")
-    return AppObservation(
+    return Observation(
         state=state, ready_replicas=ready, message=message.splitlines()[0][:300] if message else ""
     )
 

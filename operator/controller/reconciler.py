@@ -610,8 +610,7 @@ def _observations(
             elif not agent.converged or health.report is None:
                 observation = Observation(PlacementState.DEPLOYING, 0, "applying the Serve config")
             elif name in health.report.applications:
-                app = health.report.applications[name]
-                observation = Observation(app.state, app.ready_replicas, app.message)
+                observation = health.report.applications[name]
             else:
                 observation = Observation(PlacementState.DEPLOYING, 0, "not started yet")
             observed.setdefault(key, {})[placement.site] = observation

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from soberana.operator.backends.base import BackendError
+from soberana.operator.backends.base import BackendError, serve_app_state
+from soberana.operator.backends.kuberay import observe_rayservice
 from soberana.operator.backends.ray import RayDashboardBackend, observe_application
 from soberana.operator.core.api import PlacementState
 from soberana.operator.core.render import RUNTIME_IMPORT_PATH
@@ -164,3 +165,26 @@ def test_failed_application_reports_its_first_message_line() -> None:
     )
     assert observed.state is PlacementState.FAILED
     assert observed.message == "ImportError: nope"
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("RUNNING", PlacementState.RUNNING),
+        ("NOT_STARTED", PlacementState.DEPLOYING),
+        ("DELETING", PlacementState.DEPLOYING),
+        ("DEPLOY_FAILED", PlacementState.FAILED),
+        ("UNHEALTHY", PlacementState.FAILED),
+        ("A_STATUS_FROM_A_NEWER_RAY", PlacementState.DEPLOYING),
+        (None, PlacementState.DEPLOYING),
+    ],
+)
+def test_both_ray_backends_read_serve_states_from_one_table(
+    status: str | None, state: PlacementState
+) -> None:
+    assert serve_app_state(status) is state
+    rayservice = {
+        "status": {"activeServiceStatus": {"applicationStatuses": {"a": {"status": status}}}}
+    }
+    assert observe_rayservice(rayservice, None).applications["a"].state is state
+    assert observe_application({"status": status}).state is state

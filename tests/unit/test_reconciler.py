@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from soberana.operator.backends.base import AppObservation, SiteReport
+from soberana.operator.backends.base import SiteReport
 from soberana.operator.controller.config import OperatorConfig
 from soberana.operator.controller.kube import ObjectRef
 from soberana.operator.controller.reconciler import Reconciler
 from soberana.operator.core.api import PlacementState
-from soberana.operator.core.status import merge_patch
+from soberana.operator.core.status import Observation, merge_patch
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
@@ -453,7 +453,7 @@ async def test_a_new_operator_adopts_a_site_that_runs_its_config_and_keeps_statu
 
     def running(config: dict[str, Any]) -> SiteReport:
         return SiteReport(
-            applications={"ml-chat": AppObservation(PlacementState.RUNNING, 1)},
+            applications={"ml-chat": Observation(PlacementState.RUNNING, 1)},
             present=frozenset({"ml-chat"}),
             deployed={app["name"]: app for app in config["applications"]},
             version="2.60.0",
