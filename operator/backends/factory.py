@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from soberana.operator.backends.base import BackendError, BackendFactory, SiteBackend
-from soberana.operator.backends.kuberay import KubeRayBackend
-from soberana.operator.backends.ray import RayDashboardBackend
+from soberana.operator.backends.kuberay import KubeRaySiteClient
+from soberana.operator.backends.ray import RayDashboardClient
 from soberana.operator.core.api import InferenceSite
 
 
@@ -24,11 +24,11 @@ def backend_for(site: InferenceSite, secrets: SecretSource) -> tuple[str, Backen
         if backend.ray is not None:
             ref = backend.ray.token_secret_ref
             token = await secrets.read(ref.name, ref.key) if ref is not None else None
-            return RayDashboardBackend(str(backend.ray.dashboard_url), token=token)
+            return RayDashboardClient(str(backend.ray.dashboard_url), token=token)
         if backend.kuberay is not None:
             ref = backend.kuberay.kubeconfig_secret_ref
             kubeconfig = await secrets.read(ref.name, ref.key)
-            return await KubeRayBackend.connect(
+            return await KubeRaySiteClient.connect(
                 kubeconfig,
                 site=site.metadata.name,
                 namespace=backend.kuberay.namespace,

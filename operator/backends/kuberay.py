@@ -98,8 +98,8 @@ def observe_rayservice(rayservice: Mapping[str, Any], config: ServeConfig | None
     return SiteReport(applications=applications)
 
 
-class KubeRayBackend:
-    """A RayService in a remote cluster, written with server-side apply."""
+class KubeRaySiteClient:
+    """A ``kuberay`` site's backend: a RayService in a remote cluster, server-side applied."""
 
     def __init__(self, api: client.ApiClient, *, site: str, namespace: str, gpus: int) -> None:
         self._api = api
@@ -110,7 +110,7 @@ class KubeRayBackend:
     @classmethod
     async def connect(
         cls, kubeconfig: str, *, site: str, namespace: str, gpus: int
-    ) -> KubeRayBackend:
+    ) -> KubeRaySiteClient:
         """A backend for the cluster that ``kubeconfig`` (the text of a kubeconfig file) names."""
         configuration = client.Configuration()
         try:

@@ -59,8 +59,8 @@ def observe_application(app: Mapping[str, Any]) -> Observation:
     )
 
 
-class RayDashboardBackend:
-    """One Ray cluster's dashboard. Requests time out, and failures retry with backoff."""
+class RayDashboardClient:
+    """A ``ray`` site's backend: its dashboard. Requests time out; failures retry with backoff."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from soberana.operator.backends.base import BackendError
-from soberana.operator.backends.kuberay import KubeRayBackend, rayservice_name
+from soberana.operator.backends.kuberay import KubeRaySiteClient, rayservice_name
 from soberana.operator.core.api import ModelDeploymentSpec, PlacementState
 from soberana.operator.core.placement.world import Deployment
 from soberana.operator.core.render import SiteApplication, app_name, render_serve_config
@@ -41,10 +41,10 @@ def kuberay_cluster(site_cluster: Cluster) -> Cluster:
 @pytest.fixture
 async def backend(
     kuberay_cluster: Cluster, request: pytest.FixtureRequest
-) -> AsyncIterator[KubeRayBackend]:
+) -> AsyncIterator[KubeRaySiteClient]:
     namespace = f"kr-{request.node.name.lower().replace('_', '-')[:30]}".rstrip("-")
     kuberay_cluster.kubectl("create", "namespace", namespace)
-    connected = await KubeRayBackend.connect(
+    connected = await KubeRaySiteClient.connect(
         kuberay_cluster.kubeconfig.read_text(), site="sao-paulo-1", namespace=namespace, gpus=4
     )
     yield connected
@@ -66,7 +66,7 @@ def config() -> dict[str, Any]:
 
 
 async def test_rayservice_is_accepted_and_status_is_read_back(
-    backend: KubeRayBackend, kuberay_cluster: Cluster
+    backend: KubeRaySiteClient, kuberay_cluster: Cluster
 ) -> None:
     rendered = config()
     await backend.apply(rendered)
@@ -128,7 +128,7 @@ async def test_rayservice_is_accepted_and_status_is_read_back(
 
 
 async def test_reapply_is_idempotent_and_foreign_rayservices_are_reported(
-    backend: KubeRayBackend, kuberay_cluster: Cluster
+    backend: KubeRaySiteClient, kuberay_cluster: Cluster
 ) -> None:
     await backend.apply(config())
     await backend.apply(config())  # server-side apply: the same object, no conflict
@@ -158,7 +158,7 @@ async def test_reapply_is_idempotent_and_foreign_rayservices_are_reported(
 async def test_unreachable_cluster_is_a_clear_error(kuberay_cluster: Cluster) -> None:
     kubeconfig = yaml.safe_load(kuberay_cluster.kubeconfig.read_text())
     kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
-    backend = await KubeRayBackend.connect(
+    backend = await KubeRaySiteClient.connect(
         yaml.safe_dump(kubeconfig), site="s", namespace="x", gpus=1
     )
     try:
@@ -170,4 +170,4 @@ async def test_unreachable_cluster_is_a_clear_error(kuberay_cluster: Cluster) ->
 
 async def test_bad_kubeconfig_is_a_clear_error() -> None:
     with pytest.raises(BackendError, match="kubeconfig is not usable"):
-        await KubeRayBackend.connect("not: [a kubeconfig", site="s", namespace="x", gpus=1)
+        await KubeRaySiteClient.connect("not: [a kubeconfig", site="s", namespace="x", gpus=1)

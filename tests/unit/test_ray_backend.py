@@ -15,7 +15,7 @@ from aiohttp import web
 
 from soberana.operator.backends.base import BackendError, serve_app_state
 from soberana.operator.backends.kuberay import observe_rayservice
-from soberana.operator.backends.ray import RayDashboardBackend, observe_application
+from soberana.operator.backends.ray import RayDashboardClient, observe_application
 from soberana.operator.core.api import PlacementState
 from soberana.operator.core.render import RUNTIME_IMPORT_PATH
 
@@ -91,7 +91,7 @@ async def test_foreign_applications_are_kept_and_reported(
 ) -> None:
     fake, url = dashboard
     fake.applications = {"ml-chat": ours("ml-chat", running=2), "theirs": foreign("theirs")}
-    backend = RayDashboardBackend(url, token="s3cret")
+    backend = RayDashboardClient(url, token="s3cret")
     try:
         config = {"applications": [{"name": "ml-chat", "import_path": RUNTIME_IMPORT_PATH}]}
         await backend.apply(config)
@@ -112,7 +112,7 @@ async def test_name_clash_with_a_foreign_application_is_refused(
 ) -> None:
     fake, url = dashboard
     fake.applications = {"ml-chat": foreign("ml-chat")}
-    backend = RayDashboardBackend(url)
+    backend = RayDashboardClient(url)
     try:
         with pytest.raises(BackendError, match="not created by soberana"):
             await backend.apply({"applications": [{"name": "ml-chat", "import_path": "x"}]})
@@ -124,7 +124,7 @@ async def test_name_clash_with_a_foreign_application_is_refused(
 async def test_server_errors_are_retried_then_succeed(dashboard: tuple[FakeDashboard, str]) -> None:
     fake, url = dashboard
     fake.failures_left = 2
-    backend = RayDashboardBackend(url, attempts=3, backoff_s=0.01)
+    backend = RayDashboardClient(url, attempts=3, backoff_s=0.01)
     try:
         report = await backend.observe()
         assert report.applications == {}
@@ -137,7 +137,7 @@ async def test_client_errors_are_not_retried_and_explain_themselves(
     dashboard: tuple[FakeDashboard, str],
 ) -> None:
     fake, url = dashboard
-    backend = RayDashboardBackend(url, attempts=3, backoff_s=0.01)
+    backend = RayDashboardClient(url, attempts=3, backoff_s=0.01)
     try:
         with pytest.raises(BackendError, match="HTTP 400: import_path is required"):
             await backend.apply({"applications": [{"name": "a"}]})
@@ -147,7 +147,7 @@ async def test_client_errors_are_not_retried_and_explain_themselves(
 
 
 async def test_unreachable_dashboard_is_a_clear_error() -> None:
-    backend = RayDashboardBackend("http://127.0.0.1:9", attempts=2, backoff_s=0.01)
+    backend = RayDashboardClient("http://127.0.0.1:9", attempts=2, backoff_s=0.01)
     try:
         with pytest.raises(BackendError, match=r"GET http://127\.0\.0\.1:9/api/version: .*Connect"):
             await backend.observe()
