@@ -56,7 +56,7 @@ from soberana.serving.router.httpserver import (
 )
 from soberana.serving.router.metrics import CONTENT_TYPE, RouterMetrics
 from soberana.serving.router.policy import Decision, RequestScope, Restriction, decide
-from soberana.serving.router.table import RoutingTable
+from soberana.serving.router.table import MODEL_KEY, RoutingTable
 from soberana.serving.router.telemetry import TRACE_HEADERS, Telemetry, make_telemetry
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ _NOT_PASSED_ON_WITH_KEYS = _NOT_PASSED_ON | {b"authorization"}
 
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
 REGION_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_MODEL_KEY = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_MODEL_KEY = re.compile(MODEL_KEY)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from soberana.operator.core.api import (
 from soberana.operator.core.api.base import HttpUrl, Jurisdiction, require_unique
 from soberana.operator.core.render import route_prefix
 
-_MODEL_KEY = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+MODEL_KEY = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+"""What a model key looks like: ``<namespace>/<name>`` (see :class:`NamespacedName`)."""
 _UNRESTRICTED = Residency()
 
 
@@ -137,7 +138,7 @@ class RoutesSite(_RoutesModel):
 class RoutesModel(_RoutesModel):
     """A model in a static routes file: ``namespace/name``, its residency and its sites."""
 
-    name: str = Field(pattern=_MODEL_KEY, max_length=317)
+    name: str = Field(pattern=MODEL_KEY, max_length=317)
     residency: Residency = Field(default_factory=Residency)
     sites: list[str] = Field(default_factory=list)
 

@@ -18,6 +18,7 @@ from soberana.operator.core.api import (
     InferenceSiteStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    NamespacedName,
     PlacementStatus,
 )
 from soberana.operator.core.placement import World, place
@@ -129,7 +130,7 @@ def test_a_snapshot_with_status_shows_what_is_kept_and_what_moves(tmp_path: Path
     first = place(World.from_resources(manifests.sites, manifests.deployments))
     documents: list[dict[str, Any]] = []
     for deployment in manifests.deployments:
-        key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
+        key = str(NamespacedName.of(deployment.metadata))
         placements = [
             PlacementStatus(
                 site=entry.site,
