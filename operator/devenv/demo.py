@@ -370,7 +370,7 @@ def _chat(demo: Demo, router_url: str, region: str, expected: str) -> str:
         text = chunk.choices[0].delta.content if chunk.choices else None
         if text:
             pieces += 1
-            line += text
+            line += text.lstrip() if not line.strip() else text
             if "\n" in line or len(line) > 96:
                 demo.say(line.rstrip().replace("\n", " "))
                 line = "      "
