@@ -21,6 +21,7 @@ The ``transformers`` runtime stays as the fallback for models that llama.cpp and
 
 import asyncio
 import json
+import secrets
 import time
 import urllib.request
 import uuid
@@ -206,7 +207,12 @@ class LlamaCppModel:
 
     def __init__(self, args: LlamaCppArgs) -> None:
         self._args = args
-        self._server = xllamacpp.Server(engine_params(args, local_model_path(args.model_uri)))
+        params = engine_params(args, local_model_path(args.model_uri))
+        # llama.cpp's server also listens on loopback: only this replica may use it (requests
+        # go in as calls, which need no key; the listener serves /props and /health here)
+        self._key = secrets.token_urlsafe(32)
+        params.api_keys = [self._key]
+        self._server = xllamacpp.Server(params)
         # one blocked thread per request in the engine: as many as the replica takes at once
         self._workers = ThreadPoolExecutor(MAX_ONGOING_REQUESTS, thread_name_prefix="llamacpp")
         props = self._engine_get("/props")
@@ -216,8 +222,11 @@ class LlamaCppModel:
 
     def _engine_get(self, path: str) -> Any:
         """A GET on llama.cpp's own loopback listener (properties, health)."""
-        url = f"{self._server.listening_address}{path}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(
+            f"{self._server.listening_address}{path}",
+            headers={"Authorization": f"Bearer {self._key}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
 
     @app.get("/v1/models")
