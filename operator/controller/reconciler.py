@@ -607,7 +607,7 @@ def _observations(
                 observation = Observation(
                     PlacementState.FAILED, 0, f"site unreachable: {health.message}"
                 )
-            elif not agent.converged or health.report is None:
+            elif agent.pending(name) or health.report is None:
                 observation = Observation(PlacementState.DEPLOYING, 0, "applying the Serve config")
             elif name in health.report.applications:
                 observation = health.report.applications[name]

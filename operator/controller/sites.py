@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from soberana.operator.backends.base import (
     BackendError,
@@ -85,6 +86,20 @@ class SiteAgent:
         """The site accepted the desired config."""
         return self._desired_digest is not None and self._desired_digest == self._applied_digest
 
+    def pending(self, application: str) -> bool:
+        """Whether the site has yet to run ``application`` as desired: its new config is not
+        applied, and what the site is known to run (the config this agent applied, or else what
+        the site reported) differs for that application."""
+        if self._desired is None or self.converged:
+            return False
+        if self._applied is not None:
+            known = _application(self._applied, application)
+        elif self._report is not None and self._report.deployed is not None:
+            known = self._report.deployed.get(application)
+        else:
+            return True
+        return _application(self._desired, application) != known
+
     def applied_applications(self) -> set[str]:
         """Names of the applications in the config the site last accepted."""
         applications = (self._applied or {}).get("applications", [])
@@ -152,6 +167,10 @@ class SiteAgent:
             if self._unreachable_since is None:
                 self._unreachable_since = self._clock()
         return before != (self._reachable, self._message, self._applied_digest, self._report)
+
+
+def _application(config: ServeConfig, name: str) -> Mapping[str, Any] | None:
+    return next((app for app in config.get("applications", []) if app.get("name") == name), None)
 
 
 def runs(report: SiteReport, config: ServeConfig) -> bool:

@@ -439,8 +439,15 @@ class CountingSite(HeldSite):
         self.applied.append(config)
 
 
-async def test_a_new_operator_adopts_a_site_that_runs_its_config_and_keeps_statuses() -> None:
-    """A restart or a takeover re-applies nothing that runs, and statuses do not flap."""
+@pytest.mark.parametrize("looked_before_first_pass", [False, True])
+async def test_a_new_operator_adopts_a_site_that_runs_its_config_and_keeps_statuses(
+    looked_before_first_pass: bool,
+) -> None:
+    """A restart or a takeover re-applies nothing that runs, and statuses do not flap.
+
+    The new agent's first look may come before the first plan gives it a config to want
+    (``looked_before_first_pass``): the site's report then says what runs there.
+    """
     writer = RecordingWriter()
     br, chat = site("br1", "BR"), deployment("chat", ["BR"])
     first_site = CountingSite()
@@ -486,9 +493,11 @@ async def test_a_new_operator_adopts_a_site_that_runs_its_config_and_keeps_statu
     second_site = CountingSite()
     new = Reconciler(writer, config, clock=lambda: T0, backends=make(second_site))
     new.attach(index(br), index(chat))
+    if looked_before_first_pass:
+        second_site.show(running(first_site.applied[0]))
     try:
         await new.reconcile_once()
-        assert writer.patches == [], "nothing was looked at yet: every status stays as it was"
+        assert writer.patches == [], "the first pass keeps every status as it was"
         second_site.show(running(first_site.applied[0]))
         await _until(lambda: new.fleet is not None and new.fleet.agents()["br1"].converged)
         await new.reconcile_once()
