@@ -14,7 +14,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["placement", "reconcile", "runtime", "deploy", "router", "audit", "llm", "vllm", "takeover"]
+BENCHMARKS = [
+    "placement",
+    "reconcile",
+    "runtime",
+    "deploy",
+    "router",
+    "audit",
+    "llm",
+    "vllm",
+    "takeover",
+]
 
 
 def main() -> int:
