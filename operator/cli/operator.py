@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from soberana.operator.cli import options
 from soberana.operator.controller.config import LeaderElection, OperatorConfig, PlacementChange
 from soberana.operator.core.placement import PlacementOptions, Solver
 
@@ -117,32 +116,7 @@ from soberana.operator.core.placement import PlacementOptions, Solver
     default=None,
     help="Serve Prometheus metrics on this port (all interfaces) at /metrics.",
 )
-@click.option(
-    "--audit-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Append a signed, hash-chained record of every placement change to segments in DIR "
-    "(see docs/residency-evidence.md). Needs --audit-signing-key.",
-)
-@click.option(
-    "--audit-signing-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="Ed25519 private key (PEM) that seals the audit segments ('soberana audit keygen').",
-)
-@click.option(
-    "--audit-log-name",
-    envvar="POD_NAME",
-    default=None,
-    help="Name of this replica's audit log. Default: the host name.",
-)
-@click.option(
-    "--audit-otlp-endpoint",
-    default=None,
-    metavar="URL",
-    help="Also send every audit record as an OTLP log record to URL.",
-)
+@options.audit_log("every placement change", "this replica")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--debug", is_flag=True, help="Log everything, Kopf's internals included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
@@ -243,22 +217,10 @@ def _audit(
     log_name: str | None,
     otlp_endpoint: str | None,
 ) -> Callable[[PlacementChange], None] | None:
-    if directory is None and key is None:
+    writer = options.audit_writer(directory, key, log_name)
+    if writer is None:
         return None
-    if directory is None or key is None:
-        raise click.UsageError("--audit-dir and --audit-signing-key go together")
-    from soberana.operator.audit.keys import KeyFileError, load_signer
     from soberana.operator.audit.placements import operator_audit
-    from soberana.operator.audit.writer import WriterSettings
 
-    try:
-        settings = WriterSettings(directory, log_name or socket.gethostname())
-        signer = load_signer(key)
-        directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(directory, os.W_OK):
-            raise ValueError(f"--audit-dir {directory} is not writable")
-    except OSError as error:
-        raise click.BadParameter(f"--audit-dir {directory}: {error.strerror}") from None
-    except (KeyFileError, ValueError) as error:
-        raise click.BadParameter(str(error), param_hint="--audit-*") from None
+    settings, signer = writer
     return stack.enter_context(operator_audit(settings, signer, otlp_endpoint))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import click
 
+from soberana.operator.cli import options
 from soberana.serving.router.app import REGION_ID, Router, RouterSettings
 from soberana.serving.router.forward import ForwardSettings
 from soberana.serving.router.server import ServerOptions, run
@@ -151,20 +150,6 @@ def _region(value: str | None) -> str | None:
     "Default: export nothing.",
 )
 @click.option(
-    "--audit-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Append a signed, hash-chained audit record of every request to segments in DIR "
-    "(see docs/residency-evidence.md). Needs --audit-signing-key.",
-)
-@click.option(
-    "--audit-signing-key",
-    type=_FILE,
-    default=None,
-    metavar="FILE",
-    help="Ed25519 private key (PEM) that seals the audit segments ('soberana audit keygen').",
-)
-@click.option(
     "--audit-failure",
     type=click.Choice(["closed", "open"]),
     default="closed",
@@ -172,19 +157,7 @@ def _region(value: str | None) -> str | None:
     help="While audit records cannot be written: refuse requests with 503 (closed), or serve "
     "them, counted and logged as an alarm (open).",
 )
-@click.option(
-    "--audit-log-name",
-    envvar="POD_NAME",
-    default=None,
-    help="Name of this router's audit log (one per router process). Default: the host name.",
-)
-@click.option(
-    "--audit-otlp-endpoint",
-    default=None,
-    metavar="URL",
-    help="Also send every audit record as an OTLP log record to URL, such as "
-    "http://collector:4318/v1/logs.",
-)
+@options.audit_log("every request", "this router process")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def router(
     routes: Path | None,
@@ -261,23 +234,11 @@ def _audit(
     log_name: str | None,
     otlp_endpoint: str | None,
 ) -> tuple[Callable[[Router], AbstractContextManager[object]], ...]:
-    if directory is None and key is None:
+    writer = options.audit_writer(directory, key, log_name)
+    if writer is None:
         return ()
-    if directory is None or key is None:
-        raise click.UsageError("--audit-dir and --audit-signing-key go together")
-    from soberana.operator.audit.keys import KeyFileError, load_signer
     from soberana.operator.audit.requests import FailureMode, router_audit
-    from soberana.operator.audit.writer import WriterSettings
 
-    try:
-        signer = load_signer(key)
-        settings = WriterSettings(directory, log_name or socket.gethostname())
-        directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(directory, os.W_OK):
-            raise ValueError(f"--audit-dir {directory} is not writable")
-    except OSError as error:
-        raise click.BadParameter(f"--audit-dir {directory}: {error.strerror}") from None
-    except (KeyFileError, ValueError) as error:
-        raise click.BadParameter(str(error)) from None
+    settings, signer = writer
     mode: FailureMode = "open" if failure == "open" else "closed"
     return (lambda router: router_audit(router, settings, signer, mode, otlp_endpoint),)
